@@ -1,0 +1,191 @@
+"""The base configuration: every key any experiment may set is declared here, once.
+
+Experiment files in ``configs/`` call :func:`base_config`, override what they need and
+return the locked result. ``--config.key=value`` overrides are checked against these
+declarations; an unknown key is an error naming the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import ml_collections as mlc
+
+# Logical axis -> mesh axes. ``None`` means replicated.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("layers", None),
+    ("cond", None),
+    ("lora_rank", None),
+)
+
+
+def base_config() -> mlc.ConfigDict:
+    c = mlc.ConfigDict()
+    c.seed = 0
+
+    # ---------------------------------------------------------------- model
+    m = c.model = mlc.ConfigDict()
+    m.family = "dit"  # dit (MDLM DiT) | llama (LLaDA / Llama / Qwen2 / Dream)
+    m.vocab_size = 258
+    m.d_model = 128
+    m.n_layers = 4
+    m.n_heads = 4
+    m.n_kv_heads = 0  # 0: same as n_heads (MHA); fewer: GQA
+    m.head_dim = 0  # 0: d_model // n_heads
+    m.mlp_dim = 512
+    m.max_length = 1024
+    m.rope_theta = 10000.0
+    m.qkv_bias = False
+    m.causal = False  # True: autoregressive baseline
+    m.logit_shift = False  # Dream: logits at i predict token i+1, shifted back by one
+    m.time_conditioning = False  # DiT adaLN-zero on the noise level
+    m.cond_dim = 128  # width of the time embedding (DiT)
+    m.norm_eps = 1e-5
+    m.tie_embeddings = False
+    m.dtype = "float32"  # compute dtype
+    m.param_dtype = "float32"
+    m.attention_impl = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+    m.remat_policy = "none"  # none | full | dots_saveable | nothing_saveable | ...
+    m.scan_layers = True
+    m.init_std = 0.02
+    m.init_from = ""  # a HF-format directory to load weights from (checkpoint.hf)
+
+    # ----------------------------------------------------------- diffusion
+    d = c.diffusion = mlc.ConfigDict()
+    d.schedule = "loglinear"  # linear | loglinear | cosine | polynomial
+    d.schedule_eps = 1e-3  # log-linear: mask prob (1 - eps) t
+    d.schedule_power = 2.0  # polynomial: alpha = 1 - t^k
+    d.mask_id = 257
+    d.time_eps = 1e-3  # t = (1 - eps) u + eps (LLaDA p_mask floor: linear + time_eps)
+    d.antithetic = True  # t_i = (u + i / B) mod 1
+    d.random_crop_prob = 0.0  # LLaDA: share of batches cropped to a random length
+
+    # ---------------------------------------------------------------- loss
+    lo = c.loss = mlc.ConfigDict()
+    lo.terms = mlc.ConfigDict({"nelbo": 1.0})  # term name -> weight
+    lo.normalize = "tokens"  # tokens: divide by valid tokens; sequence: by sequences
+    ma = lo.mask_agnostic = mlc.ConfigDict()
+    ma.alpha = 0.1
+    ma.beta = 1.0
+    ma.p_low = 0.2
+    ma.p_high = 0.8
+    ma.max_masks = 600
+    ma.curriculum_start = 8
+    ma.curriculum_steps = 0  # 0: no curriculum (max_masks from the start)
+    ma.tv_half = False
+    ma.stop_gradient_branch = "none"  # none | first | second
+
+    # ---------------------------------------------------------------- data
+    da = c.data = mlc.ConfigDict()
+    da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer
+    da.data_dir = ""  # TFDS data_dir ('' : $TFDS_DATA_DIR or ~/tensorflow_datasets)
+    da.files = ""  # glob of local files for text_files / prompt_answer
+    da.tokenizer = "char"  # char | gpt2 | hf
+    da.tokenizer_path = ""  # gpt2: folder with encoder.json + vocab.bpe; hf: tokenizer.json
+    da.chat_template = ""  # prompt_answer: name of a chat template ('' : none)
+    da.seq_len = 128
+    da.packing = "wrap"  # wrap (MDLM: EOS between documents) | pad (LM1B-style)
+    da.global_batch_size = 32
+    da.train_split = "train"
+    da.eval_split = "validation"
+    da.shuffle = True
+    da.num_workers = 0
+
+    # ----------------------------------------------------------- optimizer
+    o = c.optimizer = mlc.ConfigDict()
+    o.learning_rate = 3e-4
+    o.warmup_steps = 100
+    o.decay = "cosine"  # cosine | constant | linear
+    o.min_lr_ratio = 0.1
+    o.b1 = 0.9
+    o.b2 = 0.999
+    o.eps = 1e-8
+    o.weight_decay = 0.0
+    o.grad_clip = 1.0
+    o.ema_decay = 0.0  # 0: no EMA
+    o.grad_accum_steps = 1
+
+    # --------------------------------------------------------------- train
+    t = c.train = mlc.ConfigDict()
+    t.num_steps = 1000
+    t.log_every = 20
+    t.eval_every = 0  # 0: evaluate only at the end
+    t.progress_bar = True
+    t.sample_at_end = True
+
+    # ---------------------------------------------------------------- mesh
+    me = c.mesh = mlc.ConfigDict()
+    me.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
+    me.axes = ("data", "fsdp", "tensor")
+    me.rules = DEFAULT_RULES
+
+    # ---------------------------------------------------------- checkpoint
+    ck = c.checkpoint = mlc.ConfigDict()
+    ck.every_steps = 500
+    ck.keep = 3
+    ck.async_save = True
+    ck.restore_from = ""  # initialise from another workdir's latest checkpoint
+
+    # -------------------------------------------------------------- lora
+    lr = c.lora = mlc.ConfigDict()
+    lr.rank = 0  # 0: no LoRA
+    lr.alpha = 16.0
+    lr.dropout = 0.0
+    lr.targets = ("q", "k", "v", "o")
+
+    # ------------------------------------------------------------- sampler
+    s = c.sampler = mlc.ConfigDict()
+    s.strategy = "ancestral"  # ancestral | confidence | threshold
+    s.steps = 64
+    s.gen_length = 128
+    s.block_length = 128
+    s.batch_size = 4
+    s.prompt = ""
+    s.extra_masks = 0
+    s.temperature = 1.0
+    s.top_k = 0
+    s.top_p = 1.0
+    s.time_grid = "uniform"  # ancestral: uniform | cosine
+    s.use_cache = True  # ancestral: MDLM's cache
+    s.remasking = "low_confidence"  # confidence: low_confidence | random
+    s.threshold = 0.9  # threshold strategy: tau
+    s.kv_cache = "none"  # none | prefix | dual
+    s.suppress_eos_confidence = False
+    s.seed = 0
+
+    # ---------------------------------------------------------------- eval
+    e = c.eval = mlc.ConfigDict()
+    e.mc_samples = 4  # Monte Carlo time samples per sequence
+    e.num_batches = 8
+    e.batch_size = 32
+    e.use_ema = True
+    return c
+
+
+def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
+    config.lock()
+    return config
+
+
+def nearest_key(config: mlc.ConfigDict, dotted: str) -> str | None:
+    """The declared key closest to ``dotted`` (for 'did you mean' errors)."""
+    keys = list(_flat_keys(config))
+    match = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.0)
+    return match[0] if match else None
+
+
+def _flat_keys(config, prefix=""):
+    for k, v in config.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, mlc.ConfigDict):
+            yield from _flat_keys(v, name + ".")
+        else:
+            yield name

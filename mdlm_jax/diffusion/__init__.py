@@ -1,0 +1,1 @@
+"""Masked diffusion: schedules, forward masking, the SUBS parameterization, losses."""

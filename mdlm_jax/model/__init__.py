@@ -1,0 +1,94 @@
+"""The model family and the pure ``apply`` contract.
+
+    apply(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None)
+        -> logits_BxLxV (float32)
+
+``params`` is a plain nested dict of arrays (``nnx.to_pure_dict`` of the module's
+``nnx.Param`` state). Nothing outside this package needs the module itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+from flax import nnx
+
+from mdlm_jax.model.transformer import Transformer, embed_tokens, head_dim, kv_heads
+
+Apply = Callable[..., jax.Array]
+
+
+def build(model_cfg, key=None, *, transform=None) -> nnx.Module:
+    """The NNX module; ``transform(module)`` may edit it (e.g. add LoRA adapters)."""
+    key = jax.random.key(0) if key is None else key
+    module = Transformer(model_cfg, rngs=nnx.Rngs(params=key))
+    if transform is not None:
+        transform(module)
+    return module
+
+
+def make_apply(graphdef, abstract_state) -> Apply:
+    def apply(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
+        state = jax.tree.map(lambda v: v, abstract_state)
+        nnx.replace_by_pure_dict(state, params)
+        module = nnx.merge(graphdef, state)
+        return module(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
+                      embeds_BxLxD=embeds_BxLxD)
+
+    return apply
+
+
+def _split(module):
+    graphdef, state = nnx.split(module, nnx.Param)
+    return graphdef, state
+
+
+def abstract(model_cfg, *, transform=None):
+    """``(apply, params_shapes, logical_axes)`` without allocating any parameter."""
+    module = nnx.eval_shape(lambda: build(model_cfg, transform=transform))
+    graphdef, state = _split(module)
+    axes = logical_axes_of(state)
+    shapes = nnx.to_pure_dict(state)
+    return make_apply(graphdef, state), shapes, axes
+
+
+def create(model_cfg, key, *, transform=None):
+    """``(apply, params)`` with freshly initialised, unsharded parameters."""
+    module = build(model_cfg, key, transform=transform)
+    graphdef, state = _split(module)
+    abstract_state = jax.tree.map(
+        lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state)
+    return make_apply(graphdef, abstract_state), nnx.to_pure_dict(state)
+
+
+def init_fn(model_cfg, *, transform=None):
+    """A pure ``key -> params`` function (for ``jax.jit(..., out_shardings=...)``)."""
+
+    def init(key):
+        module = build(model_cfg, key, transform=transform)
+        return nnx.to_pure_dict(_split(module)[1])
+
+    return init
+
+
+def logical_axes_of(state) -> dict:
+    """The ``logical_axes`` metadata of each parameter, as a pytree of tuples."""
+
+    def axes(var):
+        names = var.get_metadata().get("logical_axes")
+        if names is None:
+            return (None,) * len(var.shape)
+        return tuple(names)
+
+    tree = jax.tree.map(axes, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.to_pure_dict(tree) if not isinstance(tree, dict) else tree
+
+
+def count_params(params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+__all__ = ["Apply", "Transformer", "abstract", "build", "count_params", "create",
+           "embed_tokens", "head_dim", "init_fn", "kv_heads", "logical_axes_of",
+           "make_apply"]

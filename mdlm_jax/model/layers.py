@@ -1,0 +1,139 @@
+"""Building blocks of the transformer family: projections, norms, RoPE, attention.
+
+Every parameter carries ``logical_axes`` metadata (names from the README's legend); the
+mesh rules in ``config.mesh.rules`` map them onto mesh axes (see ``parallel.sharding``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mdlm_jax.parallel.sharding import constrain
+
+
+def param(rngs: nnx.Rngs, init, shape, dtype, axes) -> nnx.Param:
+    return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=tuple(axes))
+
+
+class Projection(nnx.Module):
+    """A linear map ``x[..., *in] @ W[*in, *out] (+ b[*out])`` via einsum.
+
+    ``in_axes``/``out_axes`` are the logical names of the input and output feature dims.
+    An optional low-rank adapter (LoRA) adds ``scale * (x @ A) @ B``; see ``model.lora``.
+    """
+
+    def __init__(self, in_shape, out_shape, in_axes, out_axes, *, use_bias, rngs,
+                 param_dtype=jnp.float32, init_std=0.02, zero_init=False):
+        self.in_shape = tuple(in_shape)
+        self.out_shape = tuple(out_shape)
+        init = (nnx.initializers.zeros if zero_init
+                else nnx.initializers.normal(stddev=init_std))
+        self.kernel = param(rngs, init, self.in_shape + self.out_shape, param_dtype,
+                            tuple(in_axes) + tuple(out_axes))
+        self.bias = (param(rngs, nnx.initializers.zeros, self.out_shape, param_dtype,
+                           out_axes) if use_bias else None)
+        self.lora_a = None
+        self.lora_b = None
+        self.lora_scale = 0.0
+        self.lora_dropout = 0.0
+
+    def __call__(self, x, dtype):
+        n_in = len(self.in_shape)
+        letters = "abcdefgh"
+        xin = letters[:n_in]
+        out = "pqrs"[: len(self.out_shape)]
+        spec = f"...{xin},{xin}{out}->...{out}"
+        y = jnp.einsum(spec, x.astype(dtype), self.kernel[...].astype(dtype))
+        if self.lora_a is not None:
+            a = self.lora_a[...].astype(dtype)  # [*in, r]
+            b = self.lora_b[...].astype(dtype)  # [r, *out]
+            h = jnp.einsum(f"...{xin},{xin}z->...z", x.astype(dtype), a)
+            y = y + self.lora_scale * jnp.einsum(f"...z,z{out}->...{out}", h, b)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim, *, eps, rngs, param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = param(rngs, nnx.initializers.ones, (dim,), param_dtype, ("embed",))
+
+    def __call__(self, x, dtype):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
+
+
+class LayerNorm(nnx.Module):
+    """MDLM's LayerNorm: float32 statistics, a weight and no bias."""
+
+    def __init__(self, dim, *, eps, rngs, param_dtype=jnp.float32):
+        self.eps = eps
+        self.scale = param(rngs, nnx.initializers.ones, (dim,), param_dtype, ("embed",))
+
+    def __call__(self, x, dtype):
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
+
+
+def rope_tables(length: int, head_dim: int, theta: float):
+    """cos/sin tables [L, K] of rotary embeddings, half-split (GPT-NeoX / Llama) layout."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    pos = jnp.arange(length, dtype=jnp.float32)
+    freqs = jnp.outer(pos, inv_freq)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x_BxLxNxK, cos_LxK, sin_LxK):
+    x32 = x_BxLxNxK.astype(jnp.float32)
+    half = x32.shape[-1] // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    cos = cos_LxK[None, :, None, :]
+    sin = sin_LxK[None, :, None, :]
+    return (x32 * cos + rotated * sin).astype(x_BxLxNxK.dtype)
+
+
+def attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, *, causal, segment_ids_BxL, implementation):
+    """``jax.nn.dot_product_attention`` with segment masking for packed sequences."""
+    mask = None
+    if segment_ids_BxL is not None:
+        same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+        mask = same[:, None, :, :]
+    impl = None if implementation in ("", "auto") else implementation
+    return jax.nn.dot_product_attention(
+        q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, mask=mask, is_causal=causal, implementation=impl
+    )
+
+
+class TimestepEmbedder(nnx.Module):
+    """MDLM's ``sigma_map``: sinusoidal features of the noise level, then an MLP."""
+
+    def __init__(self, cond_dim, *, rngs, param_dtype, init_std, freq_dim=256):
+        self.freq_dim = freq_dim
+        self.mlp_in = Projection((freq_dim,), (cond_dim,), ("cond",), ("cond",),
+                                 use_bias=True, rngs=rngs, param_dtype=param_dtype,
+                                 init_std=init_std)
+        self.mlp_out = Projection((cond_dim,), (cond_dim,), ("cond",), ("cond",),
+                                  use_bias=True, rngs=rngs, param_dtype=param_dtype,
+                                  init_std=init_std)
+
+    def __call__(self, t_B, dtype):
+        half = self.freq_dim // 2
+        freqs = jnp.exp(-math.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
+        args = t_B.astype(jnp.float32)[:, None] * freqs[None]
+        emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+        h = jax.nn.silu(self.mlp_in(emb, jnp.float32))
+        return self.mlp_out(h, jnp.float32).astype(dtype)
+
+
+__all__ = ["Projection", "RMSNorm", "LayerNorm", "rope_tables", "apply_rope", "attention",
+           "TimestepEmbedder", "constrain", "param"]

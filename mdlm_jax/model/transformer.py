@@ -1,0 +1,219 @@
+"""One transformer family, switched by ``config.model``:
+
+- ``family='dit'``: MDLM's DiT: LayerNorm (weight only), GELU MLP with biases, adaLN-zero
+  modulation from a time embedding (fed zeros when ``time_conditioning`` is off, as MDLM
+  does), RoPE, untied output head with bias.
+- ``family='llama'``: LLaDA / Llama / Qwen2 / Dream: RMSNorm, SwiGLU, RoPE with a
+  configurable theta, MHA or GQA, optional QKV bias, optional tied head, optional
+  one-position logit shift (Dream).
+- ``causal=True`` gives the autoregressive baselines.
+
+Layers are stored stacked (a leading ``layers`` axis) and run either with ``lax.scan``
+(``scan_layers``) or unrolled; the params pytree is the same either way.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mdlm_jax.model.layers import (
+    LayerNorm,
+    Projection,
+    RMSNorm,
+    TimestepEmbedder,
+    apply_rope,
+    attention,
+    constrain,
+    param,
+    rope_tables,
+)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_of(name: str):
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def head_dim(cfg) -> int:
+    return cfg.head_dim or cfg.d_model // cfg.n_heads
+
+
+def kv_heads(cfg) -> int:
+    return cfg.n_kv_heads or cfg.n_heads
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg, *, rngs):
+        d, n, m, k = cfg.d_model, cfg.n_heads, kv_heads(cfg), head_dim(cfg)
+        pd = dtype_of(cfg.param_dtype)
+        kw = dict(rngs=rngs, param_dtype=pd, init_std=cfg.init_std)
+        self.q = Projection((d,), (n, k), ("embed",), ("heads", "head_dim"),
+                            use_bias=cfg.qkv_bias, **kw)
+        self.k = Projection((d,), (m, k), ("embed",), ("kv_heads", "head_dim"),
+                            use_bias=cfg.qkv_bias, **kw)
+        self.v = Projection((d,), (m, k), ("embed",), ("kv_heads", "head_dim"),
+                            use_bias=cfg.qkv_bias, **kw)
+        self.o = Projection((n, k), (d,), ("heads", "head_dim"), ("embed",),
+                            use_bias=False, **kw)
+
+    def __call__(self, x, rope, *, causal, segment_ids, impl, dtype):
+        cos, sin = rope
+        q = apply_rope(self.q(x, dtype), cos, sin)
+        k = apply_rope(self.k(x, dtype), cos, sin)
+        v = self.v(x, dtype)
+        q = constrain(q, ("batch", "length", "heads", "head_dim"))
+        k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
+        out = attention(q, k, v, causal=causal, segment_ids_BxL=segment_ids,
+                        implementation=impl)
+        return self.o(out, dtype)
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg, *, rngs):
+        d, f = cfg.d_model, cfg.mlp_dim
+        pd = dtype_of(cfg.param_dtype)
+        kw = dict(rngs=rngs, param_dtype=pd, init_std=cfg.init_std)
+        self.dit = cfg.family == "dit"
+        norm = LayerNorm if self.dit else RMSNorm
+        self.attn_norm = norm(d, eps=cfg.norm_eps, rngs=rngs, param_dtype=pd)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = norm(d, eps=cfg.norm_eps, rngs=rngs, param_dtype=pd)
+        if self.dit:
+            self.fc_in = Projection((d,), (f,), ("embed",), ("mlp",), use_bias=True, **kw)
+            self.fc_out = Projection((f,), (d,), ("mlp",), ("embed",), use_bias=True, **kw)
+            self.adaln = Projection((cfg.cond_dim,), (6 * d,), ("cond",), ("embed",),
+                                    use_bias=True, zero_init=True, **kw)
+        else:
+            self.gate = Projection((d,), (f,), ("embed",), ("mlp",), use_bias=False, **kw)
+            self.up = Projection((d,), (f,), ("embed",), ("mlp",), use_bias=False, **kw)
+            self.down = Projection((f,), (d,), ("mlp",), ("embed",), use_bias=False, **kw)
+
+    def __call__(self, x, cond, rope, *, causal, segment_ids, impl, dtype):
+        attn_kw = dict(causal=causal, segment_ids=segment_ids, impl=impl, dtype=dtype)
+        if self.dit:
+            mod = self.adaln(cond, jnp.float32)[:, None, :]
+            shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+            h = self.attn_norm(x, jnp.float32) * (1 + scale1) + shift1
+            h = self.attn(h.astype(dtype), rope, **attn_kw)
+            x = x + (gate1 * h.astype(jnp.float32)).astype(x.dtype)
+            h = self.mlp_norm(x, jnp.float32) * (1 + scale2) + shift2
+            h = self.fc_in(h.astype(dtype), dtype)
+            h = jax.nn.gelu(h, approximate=True)
+            h = constrain(h, ("batch", "length", "mlp"))
+            h = self.fc_out(h, dtype)
+            x = x + (gate2 * h.astype(jnp.float32)).astype(x.dtype)
+        else:
+            x = x + self.attn(self.attn_norm(x, dtype), rope, **attn_kw).astype(x.dtype)
+            h = self.mlp_norm(x, dtype)
+            h = jax.nn.silu(self.gate(h, dtype)) * self.up(h, dtype)
+            h = constrain(h, ("batch", "length", "mlp"))
+            x = x + self.down(h, dtype).astype(x.dtype)
+        return constrain(x, ("batch", "length", "embed"))
+
+
+def _stack_logical_axes(module: nnx.Module) -> None:
+    for _, var in nnx.iter_graph(module):
+        if isinstance(var, nnx.Param):
+            axes = var.get_metadata().get("logical_axes")
+            if axes is not None and (not axes or axes[0] != "layers"):
+                var.set_metadata("logical_axes", ("layers",) + tuple(axes))
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg, *, rngs):
+        validate_model_config(cfg)
+        self.cfg = cfg
+        d, v = cfg.d_model, cfg.vocab_size
+        pd = dtype_of(cfg.param_dtype)
+        self.embed = param(rngs, nnx.initializers.normal(stddev=cfg.init_std), (v, d), pd,
+                           ("vocab", "embed"))
+        dit = cfg.family == "dit"
+        if dit:
+            self.time_embed = TimestepEmbedder(cfg.cond_dim, rngs=rngs, param_dtype=pd,
+                                               init_std=cfg.init_std)
+
+        @nnx.split_rngs(splits=cfg.n_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_blocks(r):
+            return Block(cfg, rngs=r)
+
+        self.blocks = make_blocks(rngs)
+        _stack_logical_axes(self.blocks)
+        norm = LayerNorm if dit else RMSNorm
+        self.final_norm = norm(d, eps=cfg.norm_eps, rngs=rngs, param_dtype=pd)
+        kw = dict(rngs=rngs, param_dtype=pd, init_std=cfg.init_std)
+        if dit:
+            self.final_adaln = Projection((cfg.cond_dim,), (2 * d,), ("cond",), ("embed",),
+                                          use_bias=True, zero_init=True, **kw)
+        if not cfg.tie_embeddings:
+            self.head = Projection((d,), (v,), ("embed",), ("vocab",), use_bias=dit,
+                                   zero_init=dit, **kw)
+
+    def __call__(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        if embeds_BxLxD is None:
+            embeds_BxLxD = embed_tokens(self.embed[...], tokens_BxL)
+        x = constrain(embeds_BxLxD.astype(dtype), ("batch", "length", "embed"))
+        b, length = x.shape[0], x.shape[1]
+        rope = rope_tables(length, head_dim(cfg), cfg.rope_theta)
+        cond = None
+        if cfg.family == "dit":
+            if t_B is None or not cfg.time_conditioning:
+                t_B = jnp.zeros((b,), jnp.float32)
+            cond = jax.nn.silu(self.time_embed(t_B, jnp.float32))
+        kw = dict(causal=cfg.causal, segment_ids=segment_ids_BxL,
+                  impl=cfg.attention_impl, dtype=dtype)
+        graphdef, stacked = nnx.split(self.blocks)
+
+        def layer(x, block_state):
+            return nnx.merge(graphdef, block_state)(x, cond, rope, **kw)
+
+        if cfg.remat_policy != "none":
+            policy = (None if cfg.remat_policy == "full"
+                      else getattr(jax.checkpoint_policies, cfg.remat_policy))
+            layer = jax.checkpoint(layer, policy=policy)
+        if cfg.scan_layers:
+            x, _ = jax.lax.scan(lambda h, s: (layer(h, s), None), x, stacked)
+        else:
+            for i in range(cfg.n_layers):
+                x = layer(x, jax.tree.map(lambda a, i=i: a[i], stacked))
+        if cfg.family == "dit":
+            shift, scale = jnp.split(self.final_adaln(cond, jnp.float32)[:, None, :], 2, -1)
+            h = (self.final_norm(x, jnp.float32) * (1 + scale) + shift).astype(dtype)
+        else:
+            h = self.final_norm(x, dtype)
+        if cfg.tie_embeddings:
+            logits = jnp.einsum("bld,vd->blv", h, self.embed[...].astype(dtype))
+        else:
+            logits = self.head(h, dtype)
+        logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
+        if cfg.logit_shift:
+            logits = jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
+        return logits
+
+
+def embed_tokens(table_VxD, tokens_BxL):
+    return jnp.take(table_VxD, tokens_BxL, axis=0)
+
+
+def validate_model_config(cfg) -> None:
+    if cfg.family not in ("dit", "llama"):
+        raise ValueError(f"model.family={cfg.family!r} is unknown; use 'dit' or 'llama'")
+    if cfg.n_heads <= 0 or (cfg.head_dim == 0 and cfg.d_model % cfg.n_heads):
+        raise ValueError(f"model.d_model={cfg.d_model} is not divisible by model.n_heads="
+                         f"{cfg.n_heads}; set model.head_dim explicitly or change one of them")
+    if cfg.n_heads % kv_heads(cfg):
+        raise ValueError(f"model.n_heads={cfg.n_heads} is not a multiple of "
+                         f"model.n_kv_heads={cfg.n_kv_heads}")
+    if head_dim(cfg) % 2:
+        raise ValueError(f"head dim {head_dim(cfg)} must be even for RoPE")
+    if cfg.family == "dit" and cfg.tie_embeddings:
+        raise ValueError("model.tie_embeddings is not supported by the DiT family")
+    dtype_of(cfg.dtype)
+    dtype_of(cfg.param_dtype)
