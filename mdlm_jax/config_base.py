@@ -120,6 +120,8 @@ def base_config() -> mlc.ConfigDict:
     t.eval_every = 0  # 0: evaluate only at the end
     t.progress_bar = True
     t.sample_at_end = True
+    t.peak_flops_per_device = 0.0  # for MFU; 0: look up by device kind
+    t.check_token_ids = True  # refuse batches with ids outside the vocabulary
 
     # ---------------------------------------------------------------- mesh
     me = c.mesh = mlc.ConfigDict()
@@ -159,7 +161,9 @@ def base_config() -> mlc.ConfigDict:
     s.threshold = 0.9  # threshold strategy: tau
     s.kv_cache = "none"  # none | prefix | dual
     s.suppress_eos_confidence = False
+    s.eos_id = -1  # EOS / end-of-turn id whose confidence is suppressed (-1: unknown)
     s.seed = 0
+    s.eval_model_workdir = ""  # workdir of a causal (ar_nll) model scoring sample perplexity
 
     # ---------------------------------------------------------------- eval
     e = c.eval = mlc.ConfigDict()

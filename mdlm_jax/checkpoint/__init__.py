@@ -1,0 +1,172 @@
+"""Orbax checkpoints of a workdir.
+
+Layout: ``WORKDIR/checkpoints/<step>/`` with the items
+
+- ``state``: the train state (step, params, opt_state, ema) written by training;
+- ``data``: the grain iterator state, saved with the train state;
+- ``params``: parameters alone (``main convert`` writes these; training starts from them).
+
+``WORKDIR/config.json`` is the resolved config of the run that wrote the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections as mlc
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+def make_manager(workdir: str, ckpt_cfg=None, *, read_only: bool = False):
+    keep = ckpt_cfg.keep if ckpt_cfg is not None else 3
+    use_async = bool(ckpt_cfg.async_save) if ckpt_cfg is not None else False
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        enable_async_checkpointing=use_async and not read_only,
+        read_only=read_only,
+        create=not read_only,
+    )
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def latest_step(workdir: str) -> int | None:
+    path = checkpoint_dir(workdir)
+    if not os.path.isdir(path):
+        return None
+    with make_manager(workdir, read_only=True) as mngr:
+        return mngr.latest_step()
+
+
+def items_at(workdir: str, step: int) -> set[str]:
+    path = os.path.join(checkpoint_dir(workdir), str(step))
+    if not os.path.isdir(path):
+        return set()
+    return {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
+
+
+def stored_shapes(workdir: str, step: int, item: str):
+    """Shapes of the arrays stored in ``item`` at ``step`` (from orbax metadata)."""
+    with make_manager(workdir, read_only=True) as mngr:
+        meta = mngr.item_metadata(step)
+    tree = meta[item] if item in meta else None
+    if tree is None:
+        return None
+    tree = getattr(tree, "tree", tree)
+    return jax.tree.map(lambda m: tuple(m.shape) if hasattr(m, "shape") else None, tree)
+
+
+def save_params(workdir: str, params, config, *, step: int = 0) -> str:
+    """Write ``params`` as a params-only checkpoint at ``step`` plus ``config.json``."""
+    with make_manager(workdir) as mngr:
+        if step in mngr.all_steps():
+            raise FileExistsError(
+                f"{checkpoint_dir(workdir)}/{step} exists already; choose another workdir "
+                "(nothing was overwritten)")
+        mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+        mngr.wait_until_finished()
+    write_config(workdir, config)
+    return os.path.join(checkpoint_dir(workdir), str(step))
+
+
+def write_config(workdir: str, config) -> None:
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    tmp = os.path.join(workdir, "config.json.tmp")
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, os.path.join(workdir, "config.json"))
+
+
+def read_config(workdir: str) -> mlc.ConfigDict:
+    """The resolved config a workdir was trained with, over the base declarations."""
+    from mdlm_jax.config_base import base_config
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: {workdir} is not a workdir written by "
+                                "'python -m mdlm_jax.main train' or 'convert'")
+    with open(path) as f:
+        stored = json.load(f)
+    cfg = base_config()
+    _update(cfg, stored)
+    return cfg
+
+
+def _update(cfg, stored: dict):
+    for k, v in stored.items():
+        if k not in cfg:
+            continue
+        if isinstance(cfg[k], mlc.ConfigDict) and isinstance(v, dict):
+            if k == "terms":
+                cfg[k] = mlc.ConfigDict(v)
+            else:
+                _update(cfg[k], v)
+        else:
+            cfg[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) \
+                if isinstance(v, list) else v
+
+
+def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True, step=None):
+    """``(apply, params, step)`` from the latest (or given) checkpoint of ``workdir``.
+
+    EMA parameters are used when present and ``use_ema``; LoRA adapters are merged.
+    """
+    from mdlm_jax import model as model_lib
+    from mdlm_jax.parallel import sharding
+
+    config = read_config(workdir) if config is None else config
+    step = latest_step(workdir) if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {checkpoint_dir(workdir)}; train "
+                                f"first: python -m mdlm_jax.main train --workdir {workdir}")
+    transform = lora_transform(config)
+    apply, shapes, axes = model_lib.abstract(config.model, transform=transform)
+    if mesh is not None:
+        shard = sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)
+        target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                 sharding=sh), shapes, shard)
+    else:
+        target = shapes
+    items = items_at(workdir, step)
+    with make_manager(workdir, read_only=True) as mngr:
+        if "params" in items and "state" not in items:
+            out = mngr.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(target)))
+            params = out["params"]
+        else:
+            out = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(partial_restore=True)))
+            state = out["state"]
+            params = _params_from_state(state, target, use_ema)
+    if transform is not None:
+        from mdlm_jax.model import lora
+
+        params = lora.merge(params, config.lora)
+        apply, _, _ = model_lib.abstract(config.model)
+    return apply, params, step
+
+
+def _params_from_state(state, target, use_ema):
+    from mdlm_jax.train_state import combine
+
+    trainable = state["ema"] if use_ema and state.get("ema") is not None else state["params"]
+    params = combine(trainable, state.get("frozen") or {})
+    return jax.tree.map(lambda t, p: jax.device_put(p, getattr(t, "sharding", None))
+                        if getattr(t, "sharding", None) is not None else p, target, params)
+
+
+def lora_transform(config):
+    if config.lora.rank <= 0:
+        return None
+    from mdlm_jax.model import lora
+
+    return lora.transform(config.lora)

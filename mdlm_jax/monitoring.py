@@ -1,0 +1,100 @@
+"""Metrics output (JSON lines + TensorBoard), FLOP accounting and MFU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+
+from mdlm_jax.model import head_dim
+
+# Dense bf16 peak FLOP/s per device, by jax device_kind prefix (vendor datasheets).
+PEAK_FLOPS = {
+    "NVIDIA H200": 989e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+
+def peak_flops_per_device(device=None, override: float = 0.0) -> float | None:
+    if override > 0:
+        return override
+    kind = (device or jax.devices()[0]).device_kind
+    for prefix, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if kind.startswith(prefix):
+            return flops
+    return None
+
+
+def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: int = 1) -> float:
+    """Training FLOPs per token: 6N plus full (bidirectional) attention, no causal halving.
+
+    N excludes the input embedding table (a gather, not a matmul). Attention costs
+    QK^T and AV: 2 * 2 * L * (heads * head_dim) per token and layer forward, x3 for the
+    backward. ``forward_passes`` scales both (the mask-agnostic term runs two).
+    """
+    n_matmul = n_params - model_cfg.vocab_size * model_cfg.d_model
+    attn = 12 * model_cfg.n_layers * seq_len * model_cfg.n_heads * head_dim(model_cfg)
+    return forward_passes * (6 * n_matmul + attn)
+
+
+class MetricsWriter:
+    """``metrics.jsonl`` (one JSON object per logged step) plus TensorBoard event files."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled and jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            try:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboardX is a dependency
+                self._tb = None
+
+    def write(self, step: int, metrics: dict, kind: str = "train") -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), "kind": kind, "time": time.time()}
+        row.update({k: _py(v) for k, v in metrics.items()})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in metrics.items():
+                v = _py(v)
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _py(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if kind is None or r["kind"] == kind]

@@ -1,0 +1,280 @@
+"""The training loop: ``run(config, workdir)``.
+
+Resumes automatically from the latest checkpoint in ``workdir`` (state and data
+iterator together), saves every ``checkpoint.every_steps`` and on SIGTERM, reads
+metrics one step late, and stops with a clear message on a non-finite loss, keeping the
+last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from mdlm_jax import checkpoint as ckpt
+from mdlm_jax import monitoring
+from mdlm_jax.checks import check_batch_tokens, validate_config
+from mdlm_jax.data import pipeline
+from mdlm_jax.parallel import mesh as mesh_lib
+from mdlm_jax.parallel import sharding
+from mdlm_jax.train_state import Setup, partition
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def make_setup(config, mesh) -> Setup:
+    transform = ckpt.lora_transform(config)
+    mask_fn = None
+    if transform is not None:
+        from mdlm_jax.model import lora
+
+        mask_fn = lora.trainable_mask
+    return Setup(config, mesh, transform=transform, trainable_mask_fn=mask_fn)
+
+
+def initial_params(setup: Setup, config, key):
+    """All parameters at step 0: from ``model.init_from`` (a HF directory),
+    ``checkpoint.restore_from`` (another workdir) or a fresh random init."""
+    params = setup.random_params(key)
+    source = None
+    if config.model.init_from:
+        from mdlm_jax.checkpoint import hf
+
+        loaded = hf.init_params_from(config, setup.mesh)
+        source = config.model.init_from
+    elif config.checkpoint.restore_from:
+        _, loaded, _ = ckpt.restore_params(config.checkpoint.restore_from, None,
+                                           mesh=setup.mesh, use_ema=True)
+        source = config.checkpoint.restore_from
+    if source is not None:
+        params = _overlay(params, loaded, setup.param_shardings, source)
+    return params
+
+
+def _overlay(params, loaded, shardings, source):
+    """``loaded`` over ``params`` (new leaves, e.g. LoRA adapters, keep their init)."""
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = _overlay(v, loaded.get(k, {}), shardings[k], source)
+        elif k in loaded:
+            if tuple(loaded[k].shape) != tuple(v.shape):
+                raise ValueError(f"{source}: parameter {k!r} has shape {loaded[k].shape}, "
+                                 f"the configured model needs {v.shape}; make config.model "
+                                 "match the source")
+            out[k] = jax.device_put(loaded[k].astype(v.dtype), shardings[k])
+        else:
+            out[k] = v
+    return out
+
+
+def _check_resume_shapes(workdir, step, setup):
+    stored = ckpt.stored_shapes(workdir, step, "state")
+    if stored is None or "params" not in stored:
+        return
+    want = jax.tree.map(lambda s: tuple(s.shape), setup.trainable_shapes)
+    have = stored["params"]
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(want,
+                                                          is_leaf=lambda x: isinstance(x, tuple))[0])
+    flat_have = dict(jax.tree_util.tree_flatten_with_path(have,
+                                                          is_leaf=lambda x: isinstance(x, tuple))[0])
+    names = lambda d: {jax.tree_util.keystr(k): v for k, v in d.items()}  # noqa: E731
+    flat_want, flat_have = names(flat_want), names(flat_have)
+    for k in sorted(set(flat_want) | set(flat_have)):
+        if flat_want.get(k) != flat_have.get(k):
+            raise ValueError(
+                f"{workdir} holds a checkpoint (step {step}) of a different model: params{k} "
+                f"is {flat_have.get(k)} there but {flat_want.get(k)} in this config; use a "
+                "new --workdir or the original model settings (the checkpoint was kept)")
+
+
+class _Preemption:
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _global_batch(setup, micro_batches):
+    local = {k: np.stack([b[k] for b in micro_batches]) for k in micro_batches[0]}
+    return {k: jax.make_array_from_process_local_data(setup.batch_sharding, v)
+            for k, v in local.items()}
+
+
+def run(config, workdir: str) -> dict:
+    """Train ``config`` in ``workdir``; returns a summary (losses, eval, steps)."""
+    mesh_lib.maybe_initialize_distributed()
+    validate_config(config)
+    mesh = mesh_lib.make_mesh(config.mesh)
+    mesh_lib.check_batch(config.data.global_batch_size, mesh)
+    setup = make_setup(config, mesh)
+    log = print if jax.process_index() == 0 else (lambda *a, **k: None)
+    log(f"model: {setup.n_params:,} parameters ({setup.n_trainable:,} trainable); mesh "
+        f"{dict(zip(mesh.axis_names, mesh.devices.shape))}; {jax.device_count()} devices, "
+        f"{jax.process_count()} processes")
+    data_it = pipeline.make_iterator(config.data, config.data.train_split,
+                                     global_batch_size=config.data.global_batch_size,
+                                     seed=config.seed)
+    base_key = jax.random.key(config.seed)
+    mngr = ckpt.make_manager(workdir, config.checkpoint)
+    latest = mngr.latest_step()
+    frozen = None
+    with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
+        if latest is not None and "state" in ckpt.items_at(workdir, latest):
+            _check_resume_shapes(workdir, latest, setup)
+            restored = mngr.restore(latest, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(setup.abstract_state()),
+                data=_grain_restore(data_it)))
+            state = restored["state"]
+            if setup.frozen_shapes:
+                _, frozen = partition(initial_params(setup, config, base_key), setup.mask)
+            log(f"Resumed from step {int(state['step'])} of {workdir}")
+        else:
+            if latest is not None:  # a params-only checkpoint written by `convert`
+                _, params, _ = ckpt.restore_params(workdir, config, mesh=mesh, use_ema=False,
+                                                   step=latest)
+                params = _overlay(setup.random_params(base_key), params,
+                                  setup.param_shardings, workdir)
+                log(f"Starting from the converted parameters at step {latest} of {workdir}")
+            else:
+                params = initial_params(setup, config, base_key)
+            trainable, frozen = partition(params, setup.mask)
+            state = setup.init_state(trainable)
+        ckpt.write_config(workdir, config)
+        summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log)
+    mngr.wait_until_finished()
+    mngr.close()
+    return summary
+
+
+def _grain_restore(data_it):
+    import grain
+
+    return grain.checkpoint.CheckpointRestore(data_it)
+
+
+def _grain_save(data_it):
+    import grain
+
+    return grain.checkpoint.CheckpointSave(data_it)
+
+
+def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
+    writer = monitoring.MetricsWriter(workdir)
+    step_fn = setup.jit_train_step()
+    tcfg = config.train
+    start = int(state["step"])
+    accum = config.optimizer.grad_accum_steps
+    seq_len = config.data.seq_len
+    tokens_per_step = config.data.global_batch_size * accum * seq_len
+    passes = 2 if config.loss.terms.get("mask_agnostic", 0) else 1
+    fpt = monitoring.flops_per_token(config.model, setup.n_params, seq_len,
+                                     forward_passes=passes)
+    peak = monitoring.peak_flops_per_device(override=tcfg.peak_flops_per_device)
+    bar = tqdm(total=tcfg.num_steps, initial=start, disable=not tcfg.progress_bar
+               or jax.process_index() != 0, dynamic_ncols=True)
+    pending = None
+    history = []
+    last_good = mngr.latest_step()
+    t_last, steps_since = time.perf_counter(), 0
+
+    def fetch(pending):
+        step, metrics = pending
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(host["loss"]):
+            raise NonFiniteLossError(
+                f"loss is {host['loss']} at step {step}; stopping. The last good checkpoint "
+                f"(step {last_good}) in {workdir} is kept; lower optimizer.learning_rate or "
+                "raise optimizer.warmup_steps and resume")
+        return step, host
+
+    with _Preemption() as preempt:
+        for step in range(start, tcfg.num_steps):
+            micro = [next(data_it) for _ in range(accum)]
+            if tcfg.check_token_ids:
+                for b in micro:
+                    check_batch_tokens(b["tokens"], config)
+            batch = _global_batch(setup, micro)
+            state, metrics = step_fn(state, batch, frozen, base_key)
+            steps_since += 1
+            if pending is not None:
+                done_step, host = fetch(pending)
+                history.append((done_step, host["loss"]))
+                if done_step % tcfg.log_every == 0 or done_step == start + 1:
+                    now = time.perf_counter()
+                    dt = (now - t_last) / max(steps_since - 1, 1)
+                    tps = tokens_per_step / dt
+                    host.update(tokens_per_s=tps, step_time_s=dt,
+                                learning_rate=float(setup.schedule(done_step)))
+                    if peak:
+                        host["mfu"] = fpt * tps / (peak * jax.device_count())
+                    writer.write(done_step, host)
+                    t_last, steps_since = now, 1
+                    bar.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{tps:,.0f}",
+                                    mfu=f"{host['mfu']:.1%}" if peak else "n/a")
+            pending = (step + 1, metrics)
+            bar.update(1)
+            done = step + 1
+            if done % config.checkpoint.every_steps == 0 or preempt.requested \
+                    or done == tcfg.num_steps:
+                _, host = fetch(pending)  # never save a state whose loss is not finite
+                mngr.save(done, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=_grain_save(data_it)),
+                    force=True)
+                last_good = done
+            if preempt.requested:
+                mngr.wait_until_finished()
+                log(f"SIGTERM: saved step {done} in {workdir}; stopping")
+                break
+    bar.close()
+    if pending is not None:
+        done_step, host = fetch(pending)
+        history.append((done_step, host["loss"]))
+        writer.write(done_step, host)
+    mngr.wait_until_finished()
+    summary = {"start_step": start, "end_step": int(state["step"]), "losses": history}
+    if int(state["step"]) >= tcfg.num_steps and not preempt.requested:
+        summary.update(_after_training(config, workdir, setup, state, frozen, writer, log))
+    writer.close()
+    return summary
+
+
+def _after_training(config, workdir, setup, state, frozen, writer, log):
+    from mdlm_jax import evaluate
+    from mdlm_jax.train_state import combine
+
+    out = {}
+    trainable = state["ema"] if state["ema"] is not None else state["params"]
+    params = combine(trainable, frozen) if frozen else trainable
+    result = evaluate.evaluate(setup.apply, params, config, setup.mesh)
+    writer.write(int(state["step"]), result, kind="eval")
+    log(evaluate.format_result(result, config))
+    out["eval"] = result
+    if config.train.sample_at_end and "nelbo" in config.loss.terms:
+        try:
+            from mdlm_jax import sample
+        except ImportError:
+            return out
+        out["samples"] = sample.sample_all_strategies(setup.apply, params, config,
+                                                      mesh=setup.mesh)
+    return out
