@@ -1,0 +1,227 @@
+"""TFDS builders that tokenize and pack text at build time into ``array_record`` files.
+
+Each stored record is a ready-to-train example ``{'tokens': int32[seq_len],
+'valid': bool[seq_len]}`` (see ``packing.py``). The builder config name encodes the tokenizer,
+packing and length (``char_wrap_128``; ``text_files`` adds a hash of the file glob), so datasets
+built with different settings live side by side under
+``<data_dir>/<builder>/<config>/<version>/``. Builds go to a temporary ``incomplete.*`` folder
+renamed on success, and an existing prepared dataset is never rebuilt or overwritten.
+
+Datasets (``data.name``):
+
+* ``embedded``: the shipped KJV excerpt; 2% of chapters are validation. Built on first use.
+* ``text_files``: local files ``data.files`` (see ``documents.py``); 1% validation.
+* ``openwebtext``: a local OpenWebText copy (a folder of ``.txt`` files, one page each, or of
+  ``.jsonl``/``.jsonl.gz``/``.parquet`` with a ``text`` field); every 100th document (1%, about
+  80k of the 8M pages, close to MDLM's last-100k) is validation.
+
+``text_files`` and ``openwebtext`` must be built once with ``python -m mdlm_jax.data.prepare``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shlex
+from types import SimpleNamespace
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from mdlm_jax.data import documents, packing
+from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
+
+
+class _QuietCustomConfig(logging.Filter):
+    """Drops tfds's per-instantiation warning about custom (non-registered) configs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_QuietCustomConfig())
+
+
+@dataclasses.dataclass(eq=False)
+class PackedConfig(tfds.core.BuilderConfig):
+    """What a prepared dataset holds: tokenizer, sequence length, packing and sources."""
+
+    tokenizer: str = "char"
+    tokenizer_path: str = ""
+    seq_len: int = 128
+    packing: str = "wrap"
+    files: str = ""
+
+
+class _PackedBuilder(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Tokenized and packed at build time."}
+    HOLDOUT_EVERY = 100
+
+    # tfds locates a builder's source through the optional ``importlib_resources`` package when
+    # the builder lives in a package; point it at this file directly.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        n = self.builder_config.seq_len
+        enc = tfds.features.Encoding.BYTES
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=__doc__,
+            disable_shuffling=True,  # records keep document order; pipelines shuffle indices
+            features=tfds.features.FeaturesDict(
+                {
+                    "tokens": tfds.features.Tensor(shape=(n,), dtype=np.int32, encoding=enc),
+                    "valid": tfds.features.Tensor(shape=(n,), dtype=np.bool_, encoding=enc),
+                }
+            ),
+        )
+
+    def _documents(self):
+        raise NotImplementedError
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in documents.SPLITS}
+
+    def _generate_examples(self, split):
+        cfg = self.builder_config
+        tok = get_tokenizer(cfg)
+        docs = documents.split_documents(self._documents(), split, self.HOLDOUT_EVERY)
+        records = packing.pack(packing.tokenize(docs, tok), cfg.packing, cfg.seq_len, tok.eos_id)
+        yield from enumerate(records)
+
+
+class EmbeddedCorpus(_PackedBuilder):
+    """The King James Bible excerpt shipped in ``mdlm_jax/data/corpus``."""
+
+    name = "mdlm_embedded"
+    HOLDOUT_EVERY = 50
+
+    def _documents(self):
+        return documents.embedded_documents()
+
+
+class TextFiles(_PackedBuilder):
+    """Local ``.txt`` / ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` files (``data.files``)."""
+
+    name = "mdlm_text_files"
+
+    def _documents(self):
+        return documents.file_documents(self.builder_config.files)
+
+
+class OpenWebText(TextFiles):
+    """A local OpenWebText copy, read like ``TextFiles``."""
+
+    name = "mdlm_openwebtext"
+
+
+BUILDERS = {"embedded": EmbeddedCorpus, "text_files": TextFiles, "openwebtext": OpenWebText}
+
+
+def default_data_dir(data_cfg) -> str:
+    """``data.data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+    d = data_cfg.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    return os.path.abspath(os.path.expanduser(d))
+
+
+def builder_config(data_cfg) -> PackedConfig:
+    if data_cfg.name not in BUILDERS:
+        raise ValueError(f"Unknown dataset {data_cfg.name!r}; valid: {', '.join(BUILDERS)}.")
+    packing.check_packing(data_cfg.packing, data_cfg.seq_len)
+    parts = [tokenizer_tag(data_cfg), data_cfg.packing, str(int(data_cfg.seq_len))]
+    files = data_cfg.files if data_cfg.name != "embedded" else ""
+    if data_cfg.name != "embedded" and not files:
+        raise ValueError(f"data.name={data_cfg.name!r} needs data.files (a glob of local files).")
+    if data_cfg.name == "text_files":
+        parts.append("f" + hashlib.sha1(files.encode()).hexdigest()[:6])
+    return PackedConfig(
+        name="_".join(parts),
+        version=_PackedBuilder.VERSION,
+        tokenizer=data_cfg.tokenizer,
+        tokenizer_path=data_cfg.tokenizer_path or "",
+        seq_len=int(data_cfg.seq_len),
+        packing=data_cfg.packing,
+        files=files,
+        description=f"{data_cfg.name} files={files!r}",
+    )
+
+
+def get_builder(data_cfg) -> _PackedBuilder:
+    cls = BUILDERS.get(data_cfg.name)
+    config = builder_config(data_cfg)
+    return cls(config=config, data_dir=default_data_dir(data_cfg), file_format="array_record")
+
+
+def prepare_command(data_cfg) -> str:
+    """The shell command that builds the dataset ``data_cfg`` describes."""
+    args = ["python", "-m", "mdlm_jax.data.prepare", "--name", data_cfg.name]
+    if data_cfg.name != "embedded":
+        args += ["--files", data_cfg.files]
+    args += ["--tokenizer", data_cfg.tokenizer]
+    if data_cfg.tokenizer_path:
+        args += ["--tokenizer_path", data_cfg.tokenizer_path]
+    args += ["--seq_len", str(data_cfg.seq_len), "--packing", data_cfg.packing]
+    args += ["--data_dir", default_data_dir(data_cfg)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def prepare(data_cfg, builder: _PackedBuilder | None = None) -> tuple[_PackedBuilder, bool]:
+    """Builds the dataset unless already prepared; returns (builder, built_now)."""
+    builder = builder or get_builder(data_cfg)
+    if builder.is_prepared():
+        return builder, False
+    try:
+        builder.download_and_prepare()
+    except Exception:
+        if get_builder(data_cfg).is_prepared():  # another process finished the same build
+            return get_builder(data_cfg), False
+        raise
+    return builder, True
+
+
+def load_builder(data_cfg) -> _PackedBuilder:
+    """The prepared builder; the embedded corpus is built on first use, others must exist."""
+    builder = get_builder(data_cfg)
+    if builder.is_prepared():
+        return builder
+    if data_cfg.name == "embedded":
+        return prepare(data_cfg, builder)[0]
+    raise FileNotFoundError(
+        f"Prepared dataset {data_cfg.name!r} not found: expected {builder.data_dir}. "
+        f"Build it once with:\n  {prepare_command(data_cfg)}"
+    )
+
+
+def split_sizes(data_cfg) -> dict[str, int]:
+    """Number of records per split of the (prepared) dataset."""
+    builder = load_builder(data_cfg)
+    return {name: int(s.num_examples) for name, s in builder.info.splits.items()}
+
+
+def data_source(data_cfg, split: str):
+    """Random-access source of ``split`` (``tfds`` ``ArrayRecordDataSource``)."""
+    builder = load_builder(data_cfg)
+    if split not in builder.info.splits:
+        raise ValueError(
+            f"Unknown split {split!r} for {data_cfg.name}; valid: {list(builder.info.splits)}."
+        )
+    return builder.as_data_source(split=split)
+
+
+def data_config(**overrides) -> SimpleNamespace:
+    """A stand-alone ``data`` config with the base defaults (for scripts and tests)."""
+    from mdlm_jax.config_base import base_config
+
+    cfg = base_config().data.to_dict()
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise KeyError(f"Unknown data config keys {sorted(unknown)}; valid: {sorted(cfg)}.")
+    cfg.update(overrides)
+    return SimpleNamespace(**cfg)
