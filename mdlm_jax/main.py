@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -29,7 +30,7 @@ def _dispatch(argv):
         raise app.UsageError(f"usage: python -m mdlm_jax.main {{{'|'.join(COMMANDS)}}} "
                              "--config configs/X.py --workdir DIR")
     command = argv[1]
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)
     if command == "convert":
         if not FLAGS["from"].value or not FLAGS.to:
             raise app.UsageError("convert needs --from HF_DIR --to WORKDIR")
@@ -84,6 +85,10 @@ def main():
         app.run(_dispatch, flags_parser=_parse)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+        if os.environ.get("MDLM_TRACEBACK"):
+            raise
+        sys.exit(f"error: {e}\n(set MDLM_TRACEBACK=1 for the full traceback)")
 
 
 if __name__ == "__main__":

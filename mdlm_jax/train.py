@@ -80,19 +80,18 @@ def _check_resume_shapes(workdir, step, setup):
     if stored is None or "params" not in stored:
         return
     want = jax.tree.map(lambda s: tuple(s.shape), setup.trainable_shapes)
-    have = stored["params"]
-    flat_want = dict(jax.tree_util.tree_flatten_with_path(want,
-                                                          is_leaf=lambda x: isinstance(x, tuple))[0])
-    flat_have = dict(jax.tree_util.tree_flatten_with_path(have,
-                                                          is_leaf=lambda x: isinstance(x, tuple))[0])
-    names = lambda d: {jax.tree_util.keystr(k): v for k, v in d.items()}  # noqa: E731
-    flat_want, flat_have = names(flat_want), names(flat_have)
+    flat_want, flat_have = _flat_shapes(want), _flat_shapes(stored["params"])
     for k in sorted(set(flat_want) | set(flat_have)):
         if flat_want.get(k) != flat_have.get(k):
             raise ValueError(
                 f"{workdir} holds a checkpoint (step {step}) of a different model: params{k} "
                 f"is {flat_have.get(k)} there but {flat_want.get(k)} in this config; use a "
                 "new --workdir or the original model settings (the checkpoint was kept)")
+
+
+def _flat_shapes(tree) -> dict:
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))
+    return {jax.tree_util.keystr(k): v for k, v in leaves[0]}
 
 
 class _Preemption:
@@ -108,7 +107,8 @@ class _Preemption:
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        # Multi-host jobs agree on the stopping step through orbax's preemption sync point.
+        self.requested = jax.process_count() == 1
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -165,6 +165,11 @@ def run(config, workdir: str) -> dict:
     mngr.wait_until_finished()
     mngr.close()
     return summary
+
+
+def _synced_preemption(mngr, step) -> bool:
+    """Multi-host: every process agrees on the step at which to save and stop."""
+    return jax.process_count() > 1 and mngr.reached_preemption(step)
 
 
 def _grain_restore(data_it):
@@ -236,13 +241,14 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
             bar.update(1)
             done = step + 1
             if done % config.checkpoint.every_steps == 0 or preempt.requested \
-                    or done == tcfg.num_steps:
+                    or done == tcfg.num_steps or _synced_preemption(mngr, done):
                 _, host = fetch(pending)  # never save a state whose loss is not finite
                 mngr.save(done, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), data=_grain_save(data_it)),
                     force=True)
                 last_good = done
-            if preempt.requested:
+            if preempt.requested or _synced_preemption(mngr, done):
+                preempt.requested = True
                 mngr.wait_until_finished()
                 log(f"SIGTERM: saved step {done} in {workdir}; stopping")
                 break
@@ -253,7 +259,12 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
         writer.write(done_step, host)
     mngr.wait_until_finished()
     summary = {"start_step": start, "end_step": int(state["step"]), "losses": history}
-    if int(state["step"]) >= tcfg.num_steps and not preempt.requested:
+    if start >= tcfg.num_steps:
+        log(f"Nothing to train: the checkpoint is at step {start} and train.num_steps="
+            f"{tcfg.num_steps}; raise --config.train.num_steps to continue")
+    elif int(state["step"]) >= tcfg.num_steps and not preempt.requested:
+        first, last = history[0], history[-1]
+        log(f"loss {first[1]:.4f} (step {first[0]}) -> {last[1]:.4f} (step {last[0]})")
         summary.update(_after_training(config, workdir, setup, state, frozen, writer, log))
     writer.close()
     return summary

@@ -54,11 +54,11 @@ def items_at(workdir: str, step: int) -> set[str]:
 
 def stored_shapes(workdir: str, step: int, item: str):
     """Shapes of the arrays stored in ``item`` at ``step`` (from orbax metadata)."""
-    with make_manager(workdir, read_only=True) as mngr:
-        meta = mngr.item_metadata(step)
-    tree = meta[item] if item in meta else None
-    if tree is None:
+    path = os.path.join(checkpoint_dir(workdir), str(step), item)
+    if not os.path.isdir(path):
         return None
+    meta = ocp.StandardCheckpointer().metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
     return jax.tree.map(lambda m: tuple(m.shape) if hasattr(m, "shape") else None, tree)
 
