@@ -23,6 +23,8 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.DEFINE_string("from", None, "convert: a HuggingFace-format model directory.")
 flags.DEFINE_string("to", None, "convert: the workdir to write.")
+flags.DEFINE_bool("as_diffusion", False, "convert: adapt a causal (AR) model into a "
+                  "bidirectional MDLM with the one-position logit shift (the Dream recipe).")
 
 
 def _dispatch(argv):
@@ -36,7 +38,7 @@ def _dispatch(argv):
             raise app.UsageError("convert needs --from HF_DIR --to WORKDIR")
         from mdlm_jax import convert
 
-        convert.run(FLAGS["from"].value, FLAGS.to)
+        convert.run(FLAGS["from"].value, FLAGS.to, as_diffusion=FLAGS.as_diffusion)
         return
     if FLAGS.config is None or not FLAGS.workdir:
         raise app.UsageError(f"{command} needs --config configs/X.py and --workdir DIR")

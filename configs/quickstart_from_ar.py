@@ -1,0 +1,53 @@
+"""Adapt an autoregressive checkpoint into an MDLM (the Dream recipe) on the quickstart data.
+
+The AR model's weights are loaded into the bidirectional model with the one-position
+logit shift (logits at i predict token i+1 and are shifted back, so position i scores
+token i), and the diffusion loss continues training from them. The argument is a HF-format
+directory (Llama / Qwen2 layout), e.g. a quickstart AR baseline exported with
+``checkpoint.hf.export(params, model_cfg, DIR, family="llama")``:
+
+    python -m mdlm_jax.main train --config configs/quickstart_from_ar.py:/path/to/exported_ar \
+        --workdir runs/quickstart_from_ar
+
+Model shape, mask id and tokenizer are read from the directory (``hf.apply_to_config``
+with ``as_diffusion=True``): with no spare id in the vocabulary a mask row is appended
+(257 for the byte-level quickstart vocabulary of 256 bytes + EOS). Without an argument the
+config describes a quickstart-sized model so it can be inspected and built on its own.
+"""
+
+import importlib.util
+import os
+
+from mdlm_jax.config_base import lock
+
+
+def _quickstart():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
+    spec = importlib.util.spec_from_file_location("_quickstart_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config(arg=None):
+    c = _quickstart()
+    m = c.model
+    m.family = "llama"
+    m.causal = False
+    m.logit_shift = True  # AR-initialised: keep the next-token alignment, shifted back
+    m.time_conditioning = False
+    m.vocab_size = 258  # 256 bytes + EOS + the appended mask row
+    m.n_kv_heads = 0
+    m.mlp_dim = 4 * m.d_model
+    c.diffusion.mask_id = 257
+    c.optimizer.learning_rate = 3e-4
+    c.optimizer.warmup_steps = 20
+    c.train.num_steps = 300
+    if arg:
+        from mdlm_jax.checkpoint import hf
+
+        if not os.path.isfile(os.path.join(arg, "config.json")):
+            raise FileNotFoundError(f"{arg} has no config.json: pass a HF-format directory "
+                                    "(configs/quickstart_from_ar.py:/path/to/exported_ar)")
+        hf.apply_to_config(c, arg, as_diffusion=True)  # sets model.init_from = arg
+    return lock(c)

@@ -1,0 +1,41 @@
+"""``python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR``.
+
+Reads a Hugging Face model directory (LLaDA, Dream, Llama-3, Qwen2/2.5, MDLM; see
+``checkpoint.hf``) and writes a workdir the train / sample / eval commands start from: a
+params-only orbax checkpoint at step 0 and the resolved ``config.json`` (model, mask id
+and tokenizer filled from the directory).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from mdlm_jax import checkpoint as ckpt
+from mdlm_jax.checkpoint import hf
+from mdlm_jax.config_base import base_config
+from mdlm_jax.parallel.mesh import make_mesh
+
+
+def run(src_dir: str, workdir: str, *, as_diffusion: bool = False, dtype=None):
+    """Convert ``src_dir`` into ``workdir``; returns the resolved config.
+
+    ``as_diffusion`` adapts a causal model (Llama / Qwen2) into a bidirectional one with
+    the one-position logit shift (see ``checkpoint.hf``).
+    """
+    workdir = os.path.abspath(workdir)
+    if ckpt.latest_step(workdir) is not None:
+        raise FileExistsError(f"{workdir} already holds checkpoints; convert into a new "
+                              "workdir (nothing was written)")
+    config = base_config()
+    info = hf.apply_to_config(config, src_dir, as_diffusion=as_diffusion, dtype=dtype)
+    mesh = make_mesh(config.mesh)
+    params = hf.read_params(info, config.model, mesh=mesh, rules=config.mesh.rules)
+    config.model.init_from = ""  # the workdir's checkpoint is the starting point now
+    path = ckpt.save_params(workdir, params, config, step=0)
+    if jax.process_index() == 0:
+        n = sum(x.size for x in jax.tree.leaves(params))
+        print(f"converted {info.family} model from {info.path} ({n / 1e6:.1f}M parameters, "
+              f"mask id {info.mask_id}) to {path}")
+    return config
