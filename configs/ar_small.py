@@ -1,0 +1,41 @@
+"""The autoregressive baseline of ``mdlm_owt_small``: the same DiT body, causal, next-token NLL.
+
+Same data (OpenWebText, GPT-2 BPE, 1024 tokens wrapped across documents), optimizer and
+schedule as ``configs/mdlm_owt_small.py``; the DiT keeps its (unused, zero-conditioned)
+adaLN layers so both models have exactly the same parameters. Prepare the data as described
+there, then::
+
+    PLATFORM=gpu bash launch/local.sh train --config configs/ar_small.py \\
+        --workdir runs/ar_small \\
+        --config.data.files='/data/owt/**/*.txt' --config.data.data_dir=/data/tfds
+
+Throughput::
+
+    python bench/train_throughput.py --config configs/ar_small.py --batch 32
+
+Args as for ``mdlm_owt_small`` (``tpu``, ``cpu``, ``smoke``).
+"""
+
+import importlib.util
+import os
+
+from mdlm_jax.config_base import lock
+
+
+def _load_mdlm_owt_small():
+    """The sibling config, by path (config files are loaded by path, not as a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mdlm_owt_small.py")
+    spec = importlib.util.spec_from_file_location("_mdlm_owt_small_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg=None):
+    c = _load_mdlm_owt_small().get_config(arg)
+    c.unlock()
+    c.model.causal = True
+    c.model.time_conditioning = False
+    c.loss.terms = {"ar_nll": 1.0}
+    c.train.sample_at_end = False
+    return lock(c)

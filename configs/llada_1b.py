@@ -1,0 +1,153 @@
+"""A LLaDA-style masked diffusion model at ~1.1B parameters (pretraining from scratch).
+
+The LLaDA-8B recipe (Nie et al. 2025) scaled down: Llama body with bidirectional attention
+(RMSNorm, SwiGLU, RoPE theta 5e5, MHA, no biases, untied head), LLaDA's vocabulary of
+126464 ids with mask id 126336, the linear schedule with p_mask = (1 - 1e-3) t + 1e-3
+(``diffusion.time_eps``), loss normalized by batch x length, 1% of batches cropped to a
+random length, sequences of 2048, bf16 compute.
+
+Size: d_model 2048, 12 layers, 16 heads of 128, SwiGLU width 5632: 1,134,610,432
+parameters, of which 2 x 259M are the input embedding and the output head (875M excluding
+the input embedding, the count MFU uses).
+
+Remat: ``dots_with_no_batch_dims_saveable`` keeps the outputs of every weight matmul (q, k,
+v, o, gate, up, down: ~43 KB per token and layer in bf16) and recomputes only norms,
+activations and attention in the backward pass (a few % extra FLOPs, not counted by MFU).
+At 8 x 2048 tokens per GPU that is ~8 GB of saved activations, next to ~8 GB of float32
+logits; ``nothing_saveable`` would recompute the whole layer (+~33% FLOPs) for memory that
+an 80-141 GB GPU does not need, ``none`` keeps every intermediate.
+
+Tokenizer: LLaDA's ``tokenizer.json`` from a local folder, passed as the arg.
+
+One GPU host::
+
+    PLATFORM=gpu bash launch/local.sh train \\
+        --config configs/llada_1b.py:tokenizer=/models/LLaDA-8B-Base/tokenizer.json \\
+        --workdir runs/llada_1b --config.data.name=text_files \\
+        --config.data.files='/data/pretrain/*.jsonl' --config.data.data_dir=/data/tfds
+
+A TPU pod slice (``cpu`` or ``tpu`` in the arg switch attention to XLA; FSDP over the pod)::
+
+    TPU_NAME=my-v5p-64 ZONE=us-east5-a \\
+        CONFIG=configs/llada_1b.py:tpu,tokenizer=/models/LLaDA-8B-Base/tokenizer.json \\
+        WORKDIR=gs://bucket/llada_1b bash launch/tpu_pod.sh \\
+        --config.data.name=text_files --config.data.files='/data/pretrain/*.jsonl'
+
+Training throughput without a dataset (synthetic batches)::
+
+    python bench/train_throughput.py --config configs/llada_1b.py --batch 8
+
+Args (comma separated): ``cpu`` / ``tpu`` (XLA attention instead of cuDNN), ``fsdp``
+(shard parameters over all devices: mesh (1, -1, 1)), ``smoke`` (tiny model for CPU tests),
+``tokenizer=PATH`` (a ``tokenizer.json`` or a folder holding one).
+"""
+
+from mdlm_jax.config_base import base_config, lock
+
+FLAGS = ("cpu", "tpu", "fsdp", "smoke")
+
+
+def parse_arg(arg):
+    flags, values = set(), {}
+    for item in filter(None, (arg or "").split(",")):
+        key, eq, value = item.partition("=")
+        if eq:
+            values[key] = value
+        else:
+            flags.add(key)
+    unknown = (flags - set(FLAGS)) | (set(values) - {"tokenizer"})
+    if unknown:
+        raise ValueError(f"llada_1b: unknown config args {sorted(unknown)}; use "
+                         f"{', '.join(FLAGS)} or tokenizer=PATH")
+    return flags, values
+
+
+def get_config(arg=None):
+    flags, values = parse_arg(arg)
+    c = base_config()
+    m = c.model
+    m.family = "llama"
+    m.vocab_size = 126464
+    m.d_model = 2048
+    m.n_layers = 12
+    m.n_heads = 16
+    m.n_kv_heads = 0  # MHA
+    m.mlp_dim = 5632
+    m.max_length = 2048
+    m.rope_theta = 500000.0
+    m.qkv_bias = False
+    m.causal = False
+    m.tie_embeddings = False
+    m.norm_eps = 1e-5
+    m.dtype = "bfloat16"
+    m.param_dtype = "float32"
+    m.attention_impl = "cudnn"
+    m.remat_policy = "dots_with_no_batch_dims_saveable"
+    m.scan_layers = True
+
+    d = c.diffusion
+    d.schedule = "linear"
+    d.time_eps = 1e-3  # LLaDA's p_mask floor
+    d.antithetic = True
+    d.mask_id = 126336
+    d.random_crop_prob = 0.01
+
+    c.loss.terms = {"nelbo": 1.0}
+    c.loss.normalize = "tokens"  # LLaDA: divide by batch x length (no padding in pretraining)
+    c.loss.mask_agnostic.eos_id = 126081
+
+    da = c.data
+    da.name = "text_files"
+    da.tokenizer = "hf"
+    da.tokenizer_path = values.get("tokenizer", "")
+    da.seq_len = 2048
+    da.packing = "wrap"
+    da.global_batch_size = 512  # 1M tokens per step
+
+    o = c.optimizer
+    o.learning_rate = 4e-4
+    o.warmup_steps = 2000
+    o.decay = "cosine"
+    o.min_lr_ratio = 0.1
+    o.b1 = 0.9
+    o.b2 = 0.95
+    o.weight_decay = 0.1
+    o.grad_clip = 1.0
+    o.ema_decay = 0.0
+
+    t = c.train
+    t.num_steps = 100_000
+    t.log_every = 50
+    t.eval_every = 5000
+    c.checkpoint.every_steps = 2000
+    c.eval.batch_size = 32
+    c.sampler.eos_id = 126081
+    c.sampler.strategy = "confidence"
+    c.sampler.gen_length = 256
+    c.sampler.block_length = 32
+    c.sampler.steps = 256
+
+    if flags & {"cpu", "tpu", "smoke"}:
+        m.attention_impl = "xla"
+    if "fsdp" in flags:
+        c.mesh.shape = (1, -1, 1)
+    if "smoke" in flags:
+        m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 512, 64, 2, 4, 128
+        m.max_length = 128
+        m.dtype = "float32"
+        m.remat_policy = "none"
+        d.mask_id = 511
+        da.seq_len = 64
+        da.global_batch_size = 8
+        o.warmup_steps = 2
+        t.num_steps = 4
+        t.eval_every = 0
+        c.checkpoint.every_steps = 2
+        c.eval.batch_size = 8
+        c.eval.num_batches = 1
+        c.sampler.gen_length = 32
+        c.sampler.block_length = 32
+        c.sampler.steps = 8
+        c.sampler.eos_id = -1
+        c.loss.mask_agnostic.eos_id = 510
+    return lock(c)
