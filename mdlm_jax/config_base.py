@@ -72,16 +72,19 @@ def base_config() -> mlc.ConfigDict:
     lo = c.loss = mlc.ConfigDict()
     lo.terms = mlc.ConfigDict({"nelbo": 1.0})  # term name -> weight
     lo.normalize = "tokens"  # tokens: divide by valid tokens; sequence: by sequences
-    ma = lo.mask_agnostic = mlc.ConfigDict()
-    ma.alpha = 0.1
-    ma.beta = 1.0
-    ma.p_low = 0.2
+    ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)
+    ma.alpha = 0.1  # weight of L_CE
+    ma.beta = 1.0  # weight of L_TV (>= 0; 0: CE-only)
+    ma.p_low = 0.2  # answer mask probability p ~ U(p_low, p_high)
     ma.p_high = 0.8
-    ma.max_masks = 600
-    ma.curriculum_start = 8
+    ma.max_masks = 600  # most appended masks l_i (after the curriculum)
+    ma.curriculum_start = 8  # max_masks at step 0 when curriculum_steps > 0
     ma.curriculum_steps = 0  # 0: no curriculum (max_masks from the start)
-    ma.tv_half = False
+    ma.tv_half = False  # True: TV = L1 / 2 (the paper uses the plain L1 distance)
     ma.stop_gradient_branch = "none"  # none | first | second
+    ma.eos_id = 256  # EOS id padding x_1, x_2 (the tokenizer's eos_id; char: 256)
+    ma.pretrain_answer_len = 64  # batches without answer_mask: answer window length
+    ma.probe_mask_counts = (0, 8, 32, 128)  # invariance report (before / after training)
 
     # ---------------------------------------------------------------- data
     da = c.data = mlc.ConfigDict()
@@ -137,11 +140,11 @@ def base_config() -> mlc.ConfigDict:
     ck.restore_from = ""  # initialise from another workdir's latest checkpoint
 
     # -------------------------------------------------------------- lora
-    lr = c.lora = mlc.ConfigDict()
+    lr = c.lora = mlc.ConfigDict()  # model/lora.py
     lr.rank = 0  # 0: no LoRA
-    lr.alpha = 16.0
-    lr.dropout = 0.0
-    lr.targets = ("q", "k", "v", "o")
+    lr.alpha = 16.0  # adapter scale alpha / rank
+    lr.dropout = 0.0  # must be 0 (apply takes no dropout RNG; the paper uses 0)
+    lr.targets = ("q", "k", "v", "o")  # projection names: q k v o gate up down fc_in fc_out
 
     # ------------------------------------------------------------- sampler
     s = c.sampler = mlc.ConfigDict()
