@@ -1,0 +1,31 @@
+"""Mask-agnostic LoRA fine-tuning of LLaDA-8B-Instruct (PAPER.md section 5, Table 2).
+
+Variants (first arg): ``ce_tv`` (beta 10.0, lr 1e-6) and ``ce`` (CE only: beta 0, lr 1e-5).
+Everything else as ``configs/llada_8b_base_ma.py`` (LoRA 64 / 128 / 0, micro-batch 3 x 43
+accumulation steps, 930 steps, bf16, clip 1.0, weight decay 0, context 1024), with the
+LLaDA chat template on the OpenOrca prompts (``data.chat_template='llada'``).
+
+One GPU host (8 GPUs)::
+
+    M=/models/LLaDA-8B-Instruct; D='/data/openorca/*.jsonl'
+    PLATFORM=gpu bash launch/local.sh train --workdir runs/llada_8b_instruct_ma_ce_tv \\
+        --config "configs/llada_8b_instruct_ma.py:ce_tv,path=$M,data=$D"
+
+Args: as for ``llada_8b_base_ma`` (``ce_tv`` | ``ce``, ``path=DIR``, ``data=GLOB``, ``smoke``).
+"""
+
+import importlib.util
+import os
+
+
+def _base_recipe():
+    """The sibling config, by path (config files are loaded by path, not as a package)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llada_8b_base_ma.py")
+    spec = importlib.util.spec_from_file_location("_llada_8b_base_ma_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(arg=None):
+    return _base_recipe().llada_ma_config("instruct", arg)
