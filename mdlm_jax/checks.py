@@ -38,7 +38,18 @@ def validate_config(config) -> None:
             raise ValueError("model.causal=True with a diffusion loss: masked diffusion "
                              "needs a bidirectional model; set model.causal=False or use "
                              "the ar_nll term")
-    check_tokenizer(config)
+    if config.loss.terms.get("mask_agnostic", 0):
+        losses.check_mask_agnostic_config(config.loss.mask_agnostic, config.diffusion.mask_id)
+    if config.lora.rank != 0:
+        from mdlm_jax.model import lora
+
+        lora.check_config(config.lora)
+    tok = check_tokenizer(config)
+    ma = config.loss.mask_agnostic
+    if config.loss.terms.get("mask_agnostic", 0) and ma.eos_id != tok.eos_id:
+        raise ValueError(f"loss.mask_agnostic.eos_id={ma.eos_id} differs from the tokenizer's "
+                         f"EOS id {tok.eos_id}; set --config.loss.mask_agnostic.eos_id="
+                         f"{tok.eos_id}")
 
 
 def check_tokenizer(config):

@@ -24,7 +24,7 @@ from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 
 
-def _nelbo_sums(apply, params, tokens, valid, rng, *, config):
+def _nelbo_sums(apply, params, tokens, valid, maskable, rng, *, config):
     dcfg = config.diffusion
     schedule = schedules.from_config(dcfg)
     b = tokens.shape[0]
@@ -32,18 +32,20 @@ def _nelbo_sums(apply, params, tokens, valid, rng, *, config):
     def one(carry, key):
         k_t, k_m = jax.random.split(key)
         t = forward.sample_times(k_t, b, eps=dcfg.time_eps, antithetic=dcfg.antithetic)
-        xt, _ = forward.mask_tokens(k_m, tokens, schedule.mask_prob(t), dcfg.mask_id, valid)
-        logits = apply(params, xt, t)
+        xt, _ = forward.mask_tokens(k_m, tokens, schedule.mask_prob(t), dcfg.mask_id, maskable)
+        logits = apply(params, xt, t, segment_ids_BxL=segments)
         return carry + losses.masked_nelbo(logits, tokens, xt, t, schedule, dcfg.mask_id), None
 
+    segments = losses.padding_segments(valid, config)
     keys = jax.random.split(rng, config.eval.mc_samples)
     total, _ = jax.lax.scan(one, jnp.zeros((b,), jnp.float32), keys)
-    return total / config.eval.mc_samples, jnp.sum(valid, axis=-1)
+    return total / config.eval.mc_samples, jnp.sum(maskable, axis=-1)
 
 
-def _ar_sums(apply, params, tokens, valid, rng, *, config):
-    del rng, config
-    nll = losses.ar_nll_per_token(apply(params, tokens, None), tokens)
+def _ar_sums(apply, params, tokens, valid, maskable, rng, *, config):
+    del rng, maskable
+    logits = apply(params, tokens, None, segment_ids_BxL=losses.padding_segments(valid, config))
+    nll = losses.ar_nll_per_token(logits, tokens)
     scored = valid[:, 1:]
     return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, axis=-1)
 
@@ -56,7 +58,7 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
     batch_sh = mesh_lib.batch_sharding(mesh)
     with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
         step = jax.jit(functools.partial(fn, apply, config=config),
-                       in_shardings=(None, batch_sh, batch_sh, None))
+                       in_shardings=(None, batch_sh, batch_sh, batch_sh, None))
         it = pipeline.make_eval_iterator(config.data, global_batch_size=ecfg.batch_size)
         nats, tokens, seqs = 0.0, 0, 0
         key = jax.random.key(config.seed + 1)
@@ -64,8 +66,10 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
             if num_batches and i >= num_batches:
                 break
             tok = jax.make_array_from_process_local_data(batch_sh, batch["tokens"])
-            val = jax.make_array_from_process_local_data(batch_sh, batch["valid"])
-            per_seq, count = step(params, tok, val, jax.random.fold_in(key, i))
+            valid, maskable = losses.batch_masks(batch)
+            val = jax.make_array_from_process_local_data(batch_sh, np.asarray(valid))
+            msk = jax.make_array_from_process_local_data(batch_sh, np.asarray(maskable))
+            per_seq, count = step(params, tok, val, msk, jax.random.fold_in(key, i))
             per_seq, count = jax.device_get((per_seq, count))
             nats += float(np.sum(per_seq, dtype=np.float64))
             tokens += int(np.sum(count))

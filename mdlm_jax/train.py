@@ -43,17 +43,9 @@ def initial_params(setup: Setup, config, key):
     """All parameters at step 0: from ``model.init_from`` (a HF directory),
     ``checkpoint.restore_from`` (another workdir) or a fresh random init."""
     params = setup.random_params(key)
-    source = None
-    if config.model.init_from:
-        from mdlm_jax.checkpoint import hf
-
-        loaded = hf.init_params_from(config, setup.mesh)
-        source = config.model.init_from
-    elif config.checkpoint.restore_from:
-        _, loaded, _ = ckpt.restore_params(config.checkpoint.restore_from, None,
-                                           mesh=setup.mesh, use_ema=True)
-        source = config.checkpoint.restore_from
-    if source is not None:
+    loaded = ckpt.base_params(config, setup.mesh)
+    if loaded is not None:
+        source = config.model.init_from or config.checkpoint.restore_from
         params = _overlay(params, loaded, setup.param_shardings, source)
     return params
 
@@ -161,6 +153,8 @@ def run(config, workdir: str) -> dict:
             trainable, frozen = partition(params, setup.mask)
             state = setup.init_state(trainable)
         ckpt.write_config(workdir, config)
+        if int(state["step"]) == 0 and config.loss.terms.get("mask_agnostic", 0):
+            _invariance(config, workdir, setup, state, frozen, "before", log)
         summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log)
     mngr.wait_until_finished()
     mngr.close()
@@ -270,6 +264,44 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
     return summary
 
 
+def _invariance(config, workdir, setup, state, frozen, when, log):
+    """The mask-invariance probe of ``diffusion.invariance`` before / after training."""
+    import itertools
+    import json
+    import os
+
+    from mdlm_jax.diffusion import invariance
+    from mdlm_jax.train_state import combine
+
+    if jax.process_count() > 1:
+        log("invariance report: single-process only; skipped")
+        return None
+    trainable = state["params"] if when == "before" or state["ema"] is None else state["ema"]
+    params = combine(trainable, frozen) if frozen else trainable
+    it = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval.batch_size)
+    batches = list(itertools.islice(it, config.eval.num_batches))
+    report = invariance.invariance_report(setup.apply, params, batches, config,
+                                          config.loss.mask_agnostic.probe_mask_counts)
+    path = os.path.join(workdir, "invariance_before.json")
+    if when == "before":
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        log(f"invariance before training: mean TV {report['tv_mean']:.4f}, CE spread "
+            f"{report['ce_spread']:.4f} over extra-mask counts "
+            f"{tuple(config.loss.mask_agnostic.probe_mask_counts)}")
+    else:
+        with open(os.path.join(workdir, "invariance_after.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        if os.path.exists(path):
+            with open(path) as f:
+                before = json.load(f)
+            log("invariance (extra masks appended after the answer; before -> after):\n"
+                + invariance.format_comparison(before, report))
+    monitoring.MetricsWriter(workdir).write(int(state["step"]), report,
+                                            kind=f"invariance_{when}")
+    return report
+
+
 def _after_training(config, workdir, setup, state, frozen, writer, log):
     from mdlm_jax import evaluate
     from mdlm_jax.train_state import combine
@@ -281,6 +313,8 @@ def _after_training(config, workdir, setup, state, frozen, writer, log):
     writer.write(int(state["step"]), result, kind="eval")
     log(evaluate.format_result(result, config))
     out["eval"] = result
+    if config.loss.terms.get("mask_agnostic", 0):
+        out["invariance"] = _invariance(config, workdir, setup, state, frozen, "after", log)
     if config.train.sample_at_end and "nelbo" in config.loss.terms:
         try:
             from mdlm_jax import sample

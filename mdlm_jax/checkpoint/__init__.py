@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import jax
 import ml_collections as mlc
@@ -143,10 +144,19 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
                 params=ocp.args.StandardRestore(target)))
             params = out["params"]
         else:
-            out = mngr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(partial_restore=True)))
+            with warnings.catch_warnings():  # shardings come from `target` just below
+                warnings.filterwarnings("ignore", message="Sharding info not provided")
+                out = mngr.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(partial_restore=True)))
             state = out["state"]
-            params = _params_from_state(state, target, use_ema)
+            base = None
+            if transform is not None:  # LoRA runs store the adapters; the base is reloaded
+                base = base_params(config, mesh)
+                if base is None:
+                    raise ValueError(f"{workdir} is a LoRA run whose base weights come from "
+                                     "model.init_from or checkpoint.restore_from, and its "
+                                     "config names neither")
+            params = _params_from_state(state, target, use_ema, base)
     if transform is not None:
         from mdlm_jax.model import lora
 
@@ -155,17 +165,54 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
     return apply, params, step
 
 
-def _params_from_state(state, target, use_ema):
+def base_params(config, mesh):
+    """The parameters a run starts from, before any adapter: ``model.init_from`` (a HF
+    directory) or ``checkpoint.restore_from`` (a workdir); None for a random start."""
+    if config.model.init_from:
+        from mdlm_jax.checkpoint import hf
+
+        return hf.init_params_from(config, mesh)
+    if config.checkpoint.restore_from:
+        return restore_params(config.checkpoint.restore_from, None, mesh=mesh,
+                              use_ema=True)[1]
+    return None
+
+
+def _params_from_state(state, target, use_ema, base=None):
     from mdlm_jax.train_state import combine
 
     trainable = state["ema"] if use_ema and state.get("ema") is not None else state["params"]
-    params = combine(trainable, state.get("frozen") or {})
+    params = trainable
+    if base is not None:
+        params = combine(trainable, _drop_paths(base, _leaf_paths(trainable)))
     return jax.tree.map(lambda t, p: jax.device_put(p, getattr(t, "sharding", None))
                         if getattr(t, "sharding", None) is not None else p, target, params)
 
 
+def _leaf_paths(tree, prefix=()):
+    out = set()
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= _leaf_paths(v, prefix + (k,))
+        else:
+            out.add(prefix + (k,))
+    return out
+
+
+def _drop_paths(tree, paths, prefix=()):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            sub = _drop_paths(v, paths, prefix + (k,))
+            if sub:
+                out[k] = sub
+        elif prefix + (k,) not in paths:
+            out[k] = v
+    return out
+
+
 def lora_transform(config):
-    if config.lora.rank <= 0:
+    if config.lora.rank == 0:
         return None
     from mdlm_jax.model import lora
 

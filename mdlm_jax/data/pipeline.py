@@ -114,6 +114,13 @@ def make_iterator(
 ):
     """Training iterator: shuffled (``data_cfg.shuffle`` by default), repeated forever when
     ``num_epochs`` is None, yielding this process's share of each global batch."""
+    if data_cfg.name == "prompt_answer":
+        from mdlm_jax.data import prompt_answer
+
+        return prompt_answer.make_iterator(
+            data_cfg, split, global_batch_size=global_batch_size, seed=seed,
+            process_index=process_index, process_count=process_count, shuffle=shuffle,
+            num_epochs=num_epochs)
     p, _, local = _processes(global_batch_size, process_index, process_count)
     source = _source(data_cfg, split)
     ds = grain.MapDataset.source(source)
@@ -143,6 +150,12 @@ def make_eval_iterator(
     The last global batch is completed with padding rows (tokens 0, ``valid`` all False), so
     every record is seen once and every batch has the full shape.
     """
+    if data_cfg.name == "prompt_answer":
+        from mdlm_jax.data import prompt_answer
+
+        return prompt_answer.make_eval_iterator(
+            data_cfg, split, global_batch_size=global_batch_size,
+            process_index=process_index, process_count=process_count)
     split = split or data_cfg.eval_split
     p, _, local = _processes(global_batch_size, process_index, process_count)
     source = _source(data_cfg, split)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdlm_jax.diffusion import forward, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
@@ -74,30 +75,33 @@ def ar_nll_per_token(logits_BxLxV, tokens_BxL):
     return -jnp.take_along_axis(logp, tokens_BxL[:, 1:, None], axis=-1)[..., 0]
 
 
-def random_crop(rng, valid_BxL, segment_ids_BxL, prob: float):
-    """LLaDA's random-length crop of a share ``prob`` of batches, with static shapes.
-
-    A cropped batch keeps positions ``< n`` (n ~ U{1..L}); the rest become invalid and a
-    separate segment, so the kept part neither attends to them nor is scored on them.
-    """
+def crop_to_length(valid_BxL, segment_ids_BxL, n):
+    """Keep positions ``< n``: the tail becomes invalid and a separate attention segment,
+    so the kept part neither attends to it nor is scored on it (static shapes)."""
     b, length = valid_BxL.shape
-    k1, k2 = jax.random.split(rng)
-    crop = jax.random.uniform(k1, ()) < prob
-    n = jax.random.randint(k2, (), 1, length + 1)
-    keep = jnp.logical_or(~crop, jnp.arange(length)[None, :] < n)
+    keep = jnp.arange(length)[None, :] < n
     seg = jnp.zeros((b, length), jnp.int32) if segment_ids_BxL is None else segment_ids_BxL
-    seg = jnp.where(keep, seg, -1)
-    return valid_BxL & keep, seg
+    return valid_BxL & keep, jnp.where(keep, seg, -1)
 
 
 def batch_masks(batch):
+    """``(valid, maskable)``: real tokens, and those the forward process may mask."""
+    xp = np if isinstance(batch["tokens"], np.ndarray) else jnp
     tokens = batch["tokens"]
     valid = batch.get("valid")
-    valid = jnp.ones(tokens.shape, jnp.bool_) if valid is None else valid.astype(jnp.bool_)
+    valid = xp.ones(tokens.shape, bool) if valid is None else valid.astype(bool)
     maskable = valid
     if batch.get("prompt_mask") is not None:
-        maskable = maskable & ~batch["prompt_mask"].astype(jnp.bool_)
+        maskable = maskable & ~batch["prompt_mask"].astype(bool)
     return valid, maskable
+
+
+def padding_segments(valid_BxL, cfg):
+    """Padded data (``data.packing='pad'``): padding becomes its own attention segment, so
+    it changes nothing for the real tokens. None for packed data (nothing to hide)."""
+    if cfg.data.packing != "pad":
+        return None
+    return jnp.where(valid_BxL, 0, 1).astype(jnp.int32)
 
 
 def _normalize(per_seq_B, count_B, how: str):
@@ -111,29 +115,49 @@ def _normalize(per_seq_B, count_B, how: str):
 # --------------------------------------------------------------------------- terms
 @register("nelbo")
 def nelbo(apply, params, batch, rng, cfg):
-    """MDLM / MD4 / LLaDA continuous-time NELBO, normalized per token (or sequence)."""
+    """MDLM / MD4 / LLaDA continuous-time NELBO, normalized per token (or sequence).
+
+    With ``diffusion.random_crop_prob`` (LLaDA) a share of batches is cropped to a random
+    length ~ U{1..L}; ``lax.cond`` keeps the uncropped path free of attention masks.
+    """
     dcfg = cfg.diffusion
     x0 = batch["tokens"]
-    b = x0.shape[0]
+    b, length = x0.shape
     k_t, k_m, k_c = jax.random.split(rng, 3)
     valid, maskable = batch_masks(batch)
     segment_ids = batch.get("segment_ids")
-    if dcfg.random_crop_prob > 0:
-        valid, segment_ids = random_crop(k_c, valid, segment_ids, dcfg.random_crop_prob)
-        maskable = maskable & valid
+    if segment_ids is None:
+        segment_ids = padding_segments(valid, cfg)
     schedule = schedules.from_config(dcfg)
     t = forward.sample_times(k_t, b, eps=dcfg.time_eps, antithetic=dcfg.antithetic)
-    xt, masked = forward.mask_tokens(k_m, x0, schedule.mask_prob(t), dcfg.mask_id, maskable)
-    logits = apply(params, xt, t, segment_ids_BxL=segment_ids)
-    per_seq = masked_nelbo(logits, x0, xt, t, schedule, dcfg.mask_id)
-    count = jnp.sum(maskable, axis=-1).astype(jnp.float32)
-    loss = _normalize(per_seq, count, cfg.loss.normalize)
-    metrics = {
-        "nats_per_token": jnp.sum(per_seq) / jnp.maximum(jnp.sum(count), 1),
-        "masked_fraction": jnp.sum(masked) / jnp.maximum(jnp.sum(count), 1),
-        "tokens": jnp.sum(count),
-    }
-    return loss, metrics
+
+    def scored(valid, maskable, segment_ids):
+        xt, masked = forward.mask_tokens(k_m, x0, schedule.mask_prob(t), dcfg.mask_id,
+                                         maskable & valid)
+        logits = apply(params, xt, t, segment_ids_BxL=segment_ids)
+        per_seq = masked_nelbo(logits, x0, xt, t, schedule, dcfg.mask_id)
+        count = jnp.sum(maskable & valid, axis=-1).astype(jnp.float32)
+        loss = _normalize(per_seq, count, cfg.loss.normalize)
+        return loss, {
+            "nats_per_token": jnp.sum(per_seq) / jnp.maximum(jnp.sum(count), 1),
+            "masked_fraction": jnp.sum(masked) / jnp.maximum(jnp.sum(count), 1),
+            "tokens": jnp.sum(count),
+        }
+
+    if dcfg.random_crop_prob <= 0:
+        return scored(valid, maskable, segment_ids)
+    k_p, k_n = jax.random.split(k_c)
+    n = jax.random.randint(k_n, (), 1, length + 1)
+
+    def cropped():
+        v, seg = crop_to_length(valid, segment_ids, n)
+        return scored(v, maskable, seg)
+
+    def uncropped():
+        return scored(valid, maskable, segment_ids)
+
+    return jax.lax.cond(jax.random.uniform(k_p, ()) < dcfg.random_crop_prob,
+                        cropped, uncropped)
 
 
 @register("ar_nll")
@@ -142,7 +166,10 @@ def ar_nll(apply, params, batch, rng, cfg):
     del rng
     x0 = batch["tokens"]
     valid, _ = batch_masks(batch)
-    logits = apply(params, x0, None, segment_ids_BxL=batch.get("segment_ids"))
+    segment_ids = batch.get("segment_ids")
+    if segment_ids is None:
+        segment_ids = padding_segments(valid, cfg)
+    logits = apply(params, x0, None, segment_ids_BxL=segment_ids)
     nll = ar_nll_per_token(logits, x0)
     scored = valid[:, 1:]
     if batch.get("segment_ids") is not None:
