@@ -16,6 +16,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mdlm_jax.checks import is_diffusion
 from mdlm_jax.data import pipeline
@@ -58,7 +59,8 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
     batch_sh = mesh_lib.batch_sharding(mesh)
     with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
         step = jax.jit(functools.partial(fn, apply, config=config),
-                       in_shardings=(None, batch_sh, batch_sh, batch_sh, None))
+                       in_shardings=(None, batch_sh, batch_sh, batch_sh, None),
+                       out_shardings=NamedSharding(mesh, PartitionSpec()))
         it = pipeline.make_eval_iterator(config.data, global_batch_size=ecfg.batch_size)
         nats, tokens, seqs = 0.0, 0, 0
         key = jax.random.key(config.seed + 1)

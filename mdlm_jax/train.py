@@ -129,35 +129,37 @@ def run(config, workdir: str) -> dict:
                                      seed=config.seed)
     base_key = jax.random.key(config.seed)
     mngr = ckpt.make_manager(workdir, config.checkpoint)
-    latest = mngr.latest_step()
-    frozen = None
-    with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
-        if latest is not None and "state" in ckpt.items_at(workdir, latest):
-            _check_resume_shapes(workdir, latest, setup)
-            restored = mngr.restore(latest, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(setup.abstract_state()),
-                data=_grain_restore(data_it)))
-            state = restored["state"]
-            if setup.frozen_shapes:
-                _, frozen = partition(initial_params(setup, config, base_key), setup.mask)
-            log(f"Resumed from step {int(state['step'])} of {workdir}")
-        else:
-            if latest is not None:  # a params-only checkpoint written by `convert`
-                _, params, _ = ckpt.restore_params(workdir, config, mesh=mesh, use_ema=False,
-                                                   step=latest)
-                params = _overlay(setup.random_params(base_key), params,
-                                  setup.param_shardings, workdir)
-                log(f"Starting from the converted parameters at step {latest} of {workdir}")
+    try:
+        latest = mngr.latest_step()
+        frozen = None
+        with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
+            if latest is not None and "state" in ckpt.items_at(workdir, latest):
+                _check_resume_shapes(workdir, latest, setup)
+                restored = mngr.restore(latest, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(setup.abstract_state()),
+                    data=_grain_restore(data_it)))
+                state = restored["state"]
+                if setup.frozen_shapes:
+                    _, frozen = partition(initial_params(setup, config, base_key), setup.mask)
+                log(f"Resumed from step {int(state['step'])} of {workdir}")
             else:
-                params = initial_params(setup, config, base_key)
-            trainable, frozen = partition(params, setup.mask)
-            state = setup.init_state(trainable)
-        ckpt.write_config(workdir, config)
-        if int(state["step"]) == 0 and config.loss.terms.get("mask_agnostic", 0):
-            _invariance(config, workdir, setup, state, frozen, "before", log)
-        summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log)
-    mngr.wait_until_finished()
-    mngr.close()
+                if latest is not None:  # a params-only checkpoint written by `convert`
+                    _, params, _ = ckpt.restore_params(workdir, config, mesh=mesh, use_ema=False,
+                                                       step=latest)
+                    params = _overlay(setup.random_params(base_key), params,
+                                      setup.param_shardings, workdir)
+                    log(f"Starting from the converted parameters at step {latest} of {workdir}")
+                else:
+                    params = initial_params(setup, config, base_key)
+                trainable, frozen = partition(params, setup.mask)
+                state = setup.init_state(trainable)
+            ckpt.write_config(workdir, config)
+            if int(state["step"]) == 0 and config.loss.terms.get("mask_agnostic", 0):
+                _invariance(config, workdir, setup, state, frozen, "before", log)
+            summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log)
+    finally:
+        mngr.wait_until_finished()
+        mngr.close()
     return summary
 
 

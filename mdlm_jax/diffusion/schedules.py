@@ -39,6 +39,9 @@ class Linear(Schedule):
     def alpha(self, t):
         return 1.0 - t
 
+    def mask_prob(self, t):
+        return t
+
     def dalpha(self, t):
         return -jnp.ones_like(t)
 
@@ -81,6 +84,9 @@ class Polynomial(Schedule):
 
     def alpha(self, t):
         return 1.0 - t**self.power
+
+    def mask_prob(self, t):
+        return t**self.power
 
     def dalpha(self, t):
         return -self.power * t ** (self.power - 1.0)

@@ -1,0 +1,157 @@
+"""Shared test set-up: 8 fake CPU devices, a private TFDS data dir, tiny configs.
+
+Everything here runs before jax is imported by any test module, so the environment
+variables below take effect (and are inherited by the subprocesses some tests start).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_FLAG = "--xla_force_host_platform_device_count"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Tests never read or write ~/tensorflow_datasets: a session-private data dir (the data
+# package falls back to $TFDS_DATA_DIR when ``data.data_dir`` is empty).
+_SESSION_DIR = tempfile.mkdtemp(prefix="mdlm_jax_tests_")
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+os.environ["TFDS_DATA_DIR"] = os.path.join(_SESSION_DIR, "tfds")
+
+# Many tests (and their subprocesses) compile the same tiny programs; a session-local
+# persistent compilation cache turns the repeats into cache hits. Set
+# JAX_COMPILATION_CACHE_DIR yourself to keep it between sessions.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_SESSION_DIR, "jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import functools  # noqa: E402
+import pathlib  # noqa: E402
+import runpy  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def load_config(name: str = "quickstart", arg=None):
+    """``configs/<name>.py``'s ``get_config(arg)``."""
+    get_config = runpy.run_path(str(CONFIGS / f"{name}.py"))["get_config"]
+    return get_config(arg) if arg is not None else get_config()
+
+
+def make_tiny_config(**overrides):
+    """The quickstart config shrunk to a few-second CPU run.
+
+    ``overrides`` are dotted keys with ``__`` for dots (``model__d_model=64``).
+    """
+    c = load_config("quickstart")
+    m = c.model
+    m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 32, 2, 2, 64
+    m.cond_dim, m.max_length = 32, 64
+    c.data.seq_len, c.data.global_batch_size = 32, 8
+    c.optimizer.learning_rate, c.optimizer.warmup_steps = 3e-3, 5
+    c.optimizer.ema_decay = 0.0
+    c.train.num_steps, c.train.log_every = 20, 1
+    c.train.sample_at_end, c.train.progress_bar = False, False
+    c.checkpoint.every_steps = 1000
+    c.eval.num_batches, c.eval.batch_size, c.eval.mc_samples = 1, 8, 1
+    for key, value in overrides.items():
+        node = c
+        *path, leaf = key.split("__")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    """A factory: ``tiny_config(model__d_model=64, train__num_steps=5)``."""
+    return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def session_dir():
+    return pathlib.Path(_SESSION_DIR)
+
+
+def tiny_model_config(family="dit", **overrides):
+    """A 2-layer, width-32 model config (vocab 20 unless overridden)."""
+    from mdlm_jax.config_base import base_config
+
+    c = base_config().model
+    c.family, c.vocab_size, c.d_model, c.n_layers, c.n_heads = family, 20, 32, 2, 2
+    c.mlp_dim, c.cond_dim, c.max_length = 64, 16, 32
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+class _Structure:
+    """Hashable wrapper of a params shape tree (shapes and dtypes only)."""
+
+    def __init__(self, tree):
+        import jax
+
+        self.tree = tree
+        self.key = str([(jax.tree_util.keystr(p), tuple(s.shape), str(s.dtype))
+                        for p, s in jax.tree_util.tree_flatten_with_path(tree)[0]])
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return self.key == other.key
+
+
+@functools.cache
+def _random_params(structure):
+    """Random (not initialised) weights built with numpy, so nothing is compiled.
+
+    Init zeroes the DiT head and adaLN; random weights make every path count. Norm scales
+    are drawn around 1, everything else with std 0.2."""
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def draw(path, s):
+        x = rng.normal(size=s.shape).astype(s.dtype) * 0.2
+        if jax.tree_util.keystr(path).endswith("['scale']"):
+            x = x * 0.5 + 1.0
+        return jax.numpy.asarray(x)
+
+    return jax.tree_util.tree_map_with_path(draw, structure.tree)
+
+
+@functools.cache
+def _tiny_model(family, randomize, items):
+    import jax
+
+    from mdlm_jax import model
+
+    cfg = tiny_model_config(family, **dict(items))
+    apply, shapes, _ = model.abstract(cfg)
+    if randomize:
+        params = _random_params(_Structure(shapes))
+    else:
+        params = jax.jit(model.init_fn(cfg))(jax.random.key(0))
+    return cfg, jax.jit(apply), params
+
+
+def build_tiny_model(family="dit", *, randomize=True, **overrides):
+    """``(model_cfg, jitted apply, params)`` of a tiny model. Variants with the same params
+    structure (causal, scan_layers, remat, dtype, ...) share the same random params."""
+    return _tiny_model(family, randomize, tuple(sorted(overrides.items())))
+
+
+@pytest.fixture
+def tiny_model():
+    """A factory: ``cfg, apply, params = tiny_model('llama', n_kv_heads=1)``."""
+    return build_tiny_model

@@ -1,0 +1,144 @@
+"""The training loop end to end: learning, exact resume, refusals with clear messages."""
+
+import contextlib
+import io
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from mdlm_jax import checkpoint as ckpt
+from mdlm_jax import monitoring, train
+from mdlm_jax.checks import check_batch_tokens
+
+N = 30  # steps before the interruption; the uninterrupted run does 2N
+
+
+def resume_config(num_steps):
+    from conftest import make_tiny_config
+
+    # constant decay: with cosine the schedule depends on train.num_steps, so a run
+    # configured for N steps is not the first half of a run configured for 2N
+    return make_tiny_config(train__num_steps=num_steps, checkpoint__every_steps=N,
+                            checkpoint__async_save=True, optimizer__decay="constant",
+                            optimizer__ema_decay=0.9, optimizer__warmup_steps=5)
+
+
+def run_captured(config, workdir):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary = train.run(config, str(workdir))
+    return summary, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    full, _ = run_captured(resume_config(2 * N), root / "full")
+    first, _ = run_captured(resume_config(N), root / "resumed")
+    second, console = run_captured(resume_config(2 * N), root / "resumed")
+    return {"root": root, "full": full, "first": first, "second": second, "console": console}
+
+
+def train_losses(workdir):
+    rows = monitoring.read_metrics(str(workdir), "train")
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def test_loss_falls(runs):
+    losses = train_losses(runs["root"] / "full")
+    assert sorted(losses) == list(range(1, 2 * N + 1))
+    first = np.mean([losses[s] for s in range(1, 11)])
+    last = np.mean([losses[s] for s in range(2 * N - 9, 2 * N + 1)])
+    assert last < first - 0.8, f"loss did not fall: first-10 mean {first:.3f}, last {last:.3f}"
+    ev = runs["full"]["eval"]
+    assert np.isfinite(ev["nats_per_token"]) and ev["nats_per_token"] < np.log(256)
+
+
+def test_resumed_run_equals_uninterrupted_run(runs):
+    assert runs["first"]["end_step"] == N and runs["second"]["start_step"] == N
+    assert f"Resumed from step {N}" in runs["console"]
+    full, resumed = train_losses(runs["root"] / "full"), train_losses(runs["root"] / "resumed")
+    assert sorted(resumed) == list(range(1, 2 * N + 1))
+    for step in range(1, 2 * N + 1):  # same data order and noise before and after resuming
+        assert resumed[step] == pytest.approx(full[step], rel=1e-6, abs=1e-6), step
+    cfg = resume_config(2 * N)
+    for use_ema in (False, True):
+        _, a, sa = ckpt.restore_params(str(runs["root"] / "full"), cfg, use_ema=use_ema)
+        _, b, sb = ckpt.restore_params(str(runs["root"] / "resumed"), cfg, use_ema=use_ema)
+        assert sa == sb == 2 * N
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6, atol=1e-6)
+
+
+def snapshot(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_resume_with_a_different_model_shape_is_refused(runs, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(runs["root"] / "full", work)
+    before = snapshot(work)
+    cfg = resume_config(2 * N + 5)
+    cfg.model.d_model = 64
+    with pytest.raises(ValueError, match="different model") as err:
+        train.run(cfg, str(work))
+    assert "checkpoint was kept" in str(err.value)
+    assert snapshot(work) == before, "the refused resume touched the workdir"
+    _, params, step = ckpt.restore_params(str(work), resume_config(2 * N))
+    assert step == 2 * N and params["embed"].shape == (258, 32)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+    cfg = tiny_config(optimizer__learning_rate=1e38, optimizer__warmup_steps=0,
+                      optimizer__decay="constant", train__num_steps=10,
+                      checkpoint__every_steps=1)
+    work = tmp_path / "nan"
+    with pytest.raises(train.NonFiniteLossError) as err:
+        train.run(cfg, str(work))
+    msg = str(err.value)
+    assert "at step 2" in msg and "(step 1)" in msg and str(work) in msg
+    # the checkpoint named in the message exists, is complete and holds finite numbers
+    assert ckpt.latest_step(str(work)) == 1
+    _, params, step = ckpt.restore_params(str(work), cfg, use_ema=False)
+    assert step == 1
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+
+
+def test_token_ids_outside_the_vocabulary(tiny_config, tmp_path):
+    cfg = tiny_config(model__vocab_size=200, diffusion__mask_id=199)
+    with pytest.raises(ValueError, match="model.vocab_size"):
+        train.run(cfg, str(tmp_path / "w"))
+    cfg = tiny_config()
+    bad = np.zeros((2, 8), np.int32)
+    bad[1, 3] = 300
+    with pytest.raises(ValueError, match="token id 300 outside the model vocabulary"):
+        check_batch_tokens(bad, cfg)
+    bad[1, 3] = cfg.diffusion.mask_id
+    with pytest.raises(ValueError, match="mask id"):
+        check_batch_tokens(bad, cfg)
+
+
+def test_mask_id_colliding_with_the_tokenizer(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="collides"):
+        train.run(tiny_config(diffusion__mask_id=100), str(tmp_path / "w"))
+
+
+def test_seq_len_above_max_length(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="exceeds model.max_length"):
+        train.run(tiny_config(data__seq_len=128), str(tmp_path / "w"))
+
+
+def test_missing_dataset_names_the_prepare_command(tiny_config, tmp_path):
+    cfg = tiny_config(data__name="text_files", data__files=str(tmp_path / "none" / "*.txt"))
+    with pytest.raises(FileNotFoundError, match="python -m mdlm_jax.data.prepare") as err:
+        train.run(cfg, str(tmp_path / "w"))
+    assert "--name text_files" in str(err.value)
