@@ -200,7 +200,7 @@ def train_step(state, batch, frozen, base_key, *, apply, tx, config):
     if ema is not None:
         decay = config.optimizer.ema_decay
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
-    metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["param_norm"] = optax.global_norm(params)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(params)
     new_state = {"step": step + 1, "params": params, "opt_state": opt_state, "ema": ema}
     return new_state, metrics
