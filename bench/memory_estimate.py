@@ -15,7 +15,6 @@ not a measurement of it); ``--no_compile`` prints the analytic part alone.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -26,19 +25,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mdlm_jax.config_base import load_config_file  # noqa: E402
 from mdlm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from mdlm_jax.parallel import sharding  # noqa: E402
 from mdlm_jax.train import make_setup  # noqa: E402
 
 GiB = 1024**3
-
-
-def load_config(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 def tree_bytes(tree) -> int:
@@ -51,7 +43,8 @@ def main(argv=None):
     parser.add_argument("--config", required=True)
     parser.add_argument("--no_compile", action="store_true")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
+    path, _, arg = args.config.partition(":")
+    config = load_config_file(path, arg or None)
     mesh = mesh_lib.make_mesh(config.mesh)
     setup = make_setup(config, mesh)
     accum, b, length = (config.optimizer.grad_accum_steps, config.data.global_batch_size,

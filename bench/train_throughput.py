@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import os
 import platform
@@ -45,7 +44,7 @@ import jax  # noqa: E402
 
 from mdlm_jax import monitoring  # noqa: E402
 from mdlm_jax.checks import is_diffusion  # noqa: E402
-from mdlm_jax.config_base import nearest_key  # noqa: E402
+from mdlm_jax.config_base import load_config_file, nearest_key  # noqa: E402
 from mdlm_jax.model.transformer import validate_model_config  # noqa: E402
 
 
@@ -55,11 +54,7 @@ def load_config(spec: str):
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise SystemExit(f"error: config file {path!r} not found")
-    name = "_bench_config_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return load_config_file(path, arg or None)
 
 
 def _parse_value(text: str, current):

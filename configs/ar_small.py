@@ -16,23 +16,12 @@ Throughput::
 Args as for ``mdlm_owt_small`` (``tpu``, ``cpu``, ``smoke``).
 """
 
-import importlib.util
-import os
 
-from mdlm_jax.config_base import lock
-
-
-def _load_mdlm_owt_small():
-    """The sibling config, by path (config files are loaded by path, not as a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mdlm_owt_small.py")
-    spec = importlib.util.spec_from_file_location("_mdlm_owt_small_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mdlm_jax.config_base import lock, sibling_config
 
 
 def get_config(arg=None):
-    c = _load_mdlm_owt_small().get_config(arg)
+    c = sibling_config(__file__, "mdlm_owt_small.py", arg)
     c.unlock()
     c.model.causal = True
     c.model.time_conditioning = False

@@ -42,28 +42,13 @@ Args (comma separated): ``cpu`` / ``tpu`` (XLA attention instead of cuDNN), ``fs
 ``tokenizer=PATH`` (a ``tokenizer.json`` or a folder holding one).
 """
 
-from mdlm_jax.config_base import base_config, lock
+from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke
 
 FLAGS = ("cpu", "tpu", "fsdp", "smoke")
 
 
-def parse_arg(arg):
-    flags, values = set(), {}
-    for item in filter(None, (arg or "").split(",")):
-        key, eq, value = item.partition("=")
-        if eq:
-            values[key] = value
-        else:
-            flags.add(key)
-    unknown = (flags - set(FLAGS)) | (set(values) - {"tokenizer"})
-    if unknown:
-        raise ValueError(f"llada_1b: unknown config args {sorted(unknown)}; use "
-                         f"{', '.join(FLAGS)} or tokenizer=PATH")
-    return flags, values
-
-
 def get_config(arg=None):
-    flags, values = parse_arg(arg)
+    flags, values = parse_arg(arg, config_name="llada_1b", flags=FLAGS, keys=("tokenizer",))
     c = base_config()
     m = c.model
     m.family = "llama"
@@ -138,16 +123,7 @@ def get_config(arg=None):
         m.remat_policy = "none"
         d.mask_id = 511
         da.seq_len = 64
-        da.global_batch_size = 8
-        o.warmup_steps = 2
-        t.num_steps = 4
-        t.eval_every = 0
-        c.checkpoint.every_steps = 2
-        c.eval.batch_size = 8
-        c.eval.num_batches = 1
-        c.sampler.gen_length = 32
-        c.sampler.block_length = 32
-        c.sampler.steps = 8
+        shrink_for_smoke(c)
         c.sampler.eos_id = -1
         c.loss.mask_agnostic.eos_id = 510
     return lock(c)

@@ -24,6 +24,7 @@ tokenizer); ``data=GLOB`` (OpenOrca JSONL files); ``smoke`` (a tiny model for CP
 """
 
 from mdlm_jax.config_base import base_config, lock
+from mdlm_jax.config_base import parse_arg as parse_config_arg
 
 # Table 2: variant -> (beta, learning rate)
 VARIANTS = {"base": {"ce_tv": (1.0, 1e-5), "ce": (0.0, 1e-6)},
@@ -33,17 +34,7 @@ LLADA_EOS = 126081  # <|endoftext|>, LLaDA's padding token in SFT
 
 
 def parse_arg(arg, name="llada_8b_ma"):
-    flags, values = set(), {}
-    for item in filter(None, (arg or "").split(",")):
-        key, eq, value = item.partition("=")
-        if eq:
-            values[key] = value
-        else:
-            flags.add(key)
-    unknown = (flags - set(FLAGS)) | (set(values) - {"path", "data"})
-    if unknown:
-        raise ValueError(f"{name}: unknown config args {sorted(unknown)}; use ce_tv | ce, "
-                         "path=DIR, data=GLOB, smoke")
+    flags, values = parse_config_arg(arg, config_name=name, flags=FLAGS, keys=("path", "data"))
     if len(flags & {"ce_tv", "ce"}) > 1:
         raise ValueError(f"{name}: choose one variant, ce_tv or ce")
     variant = "ce" if "ce" in flags else "ce_tv"

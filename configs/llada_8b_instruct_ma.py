@@ -14,18 +14,9 @@ One GPU host (8 GPUs)::
 Args: as for ``llada_8b_base_ma`` (``ce_tv`` | ``ce``, ``path=DIR``, ``data=GLOB``, ``smoke``).
 """
 
-import importlib.util
-import os
-
-
-def _base_recipe():
-    """The sibling config, by path (config files are loaded by path, not as a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llada_8b_base_ma.py")
-    spec = importlib.util.spec_from_file_location("_llada_8b_base_ma_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from mdlm_jax.config_base import load_config_module, sibling_path
 
 
 def get_config(arg=None):
-    return _base_recipe().llada_ma_config("instruct", arg)
+    base = load_config_module(sibling_path(__file__, "llada_8b_base_ma.py"))
+    return base.llada_ma_config("instruct", arg)

@@ -32,11 +32,11 @@ Args (comma separated): ``tpu`` / ``cpu`` (XLA attention instead of cuDNN), ``sm
 model and run for tests, on CPU).
 """
 
-from mdlm_jax.config_base import base_config, lock
+from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke
 
 
 def get_config(arg=None):
-    args = set(filter(None, (arg or "").split(",")))
+    args, _ = parse_arg(arg, config_name="mdlm_owt_small", flags=("tpu", "cpu", "smoke"))
     c = base_config()
     m = c.model
     m.family = "dit"
@@ -102,19 +102,5 @@ def get_config(arg=None):
         m.d_model, m.n_layers, m.n_heads, m.mlp_dim, m.cond_dim = 64, 2, 2, 256, 32
         m.dtype = "float32"
         da.seq_len = 64
-        da.global_batch_size = 8
-        o.warmup_steps = 2
-        t.num_steps = 4
-        t.log_every = 2
-        t.eval_every = 0
-        c.checkpoint.every_steps = 2
-        c.eval.batch_size = 8
-        c.eval.num_batches = 1
-        c.sampler.gen_length = 32
-        c.sampler.block_length = 32
-        c.sampler.steps = 8
-    unknown = args - {"tpu", "cpu", "smoke"}
-    if unknown:
-        raise ValueError(f"mdlm_owt_small: unknown config args {sorted(unknown)}; "
-                         "use tpu, cpu or smoke")
+        shrink_for_smoke(c)
     return lock(c)

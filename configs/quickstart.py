@@ -3,7 +3,7 @@
     python -m mdlm_jax.main train --config configs/quickstart.py --workdir runs/quickstart
 """
 
-from mdlm_jax.config_base import base_config, lock
+from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke
 
 
 def get_config(arg=None):
@@ -32,10 +32,8 @@ def get_config(arg=None):
     c.sampler.gen_length = 128
     c.sampler.block_length = 32
     c.sampler.steps = 64
-    if arg == "smoke":
-        c.train.num_steps = 4
-        c.checkpoint.every_steps = 2
-        c.eval.num_batches = 1
-        c.sampler.steps = 8
-        c.sampler.gen_length = 32
+    flags, _ = parse_arg(arg, config_name="quickstart", flags=("smoke",))
+    if "smoke" in flags:
+        c.data.global_batch_size = 32
+        shrink_for_smoke(c)
     return lock(c)

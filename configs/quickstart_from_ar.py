@@ -15,22 +15,13 @@ with ``as_diffusion=True``): with no spare id in the vocabulary a mask row is ap
 config describes a quickstart-sized model so it can be inspected and built on its own.
 """
 
-import importlib.util
 import os
 
-from mdlm_jax.config_base import lock
-
-
-def _quickstart():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-    spec = importlib.util.spec_from_file_location("_quickstart_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from mdlm_jax.config_base import lock, sibling_config
 
 
 def get_config(arg=None):
-    c = _quickstart()
+    c = sibling_config(__file__, "quickstart.py")
     m = c.model
     m.family = "llama"
     m.causal = False

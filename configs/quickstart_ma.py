@@ -16,41 +16,24 @@ weight, no LoRA); ``restore=DIR`` (the quickstart workdir, default ``runs/quicks
 ``smoke`` (a few steps, for tests).
 """
 
-import importlib.util
-import os
 
-from mdlm_jax.config_base import lock
+from mdlm_jax.config_base import lock, sibling_config
+from mdlm_jax.config_base import parse_arg as parse_config_arg
 
 FLAGS = ("ce_tv", "ce", "full", "smoke")
 
 
-def _quickstart():
-    """The sibling config, by path (config files are loaded by path, not as a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "quickstart.py")
-    spec = importlib.util.spec_from_file_location("_quickstart_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def parse_arg(arg):
-    flags, values = set(), {}
-    for item in filter(None, (arg or "").split(",")):
-        key, eq, value = item.partition("=")
-        if eq:
-            values[key] = value
-        else:
-            flags.add(key)
-    unknown = (flags - set(FLAGS)) | (set(values) - {"restore"})
-    if unknown or {"ce", "ce_tv"} <= flags:
-        raise ValueError(f"quickstart_ma: bad config args {sorted(unknown) or arg!r}; use "
-                         "ce_tv | ce, full, smoke, restore=DIR")
+    flags, values = parse_config_arg(arg, config_name="quickstart_ma", flags=FLAGS,
+                                     keys=("restore",))
+    if {"ce", "ce_tv"} <= flags:
+        raise ValueError("quickstart_ma: choose one variant, ce_tv or ce")
     return flags, values
 
 
 def get_config(arg=None):
     flags, values = parse_arg(arg)
-    c = _quickstart().get_config("smoke" if "smoke" in flags else None)
+    c = sibling_config(__file__, "quickstart.py", "smoke" if "smoke" in flags else None)
     c.checkpoint.restore_from = values.get("restore", "runs/quickstart")
 
     c.loss.terms = {"mask_agnostic": 1.0}

@@ -196,3 +196,69 @@ def _flat_keys(config, prefix=""):
             yield from _flat_keys(v, name + ".")
         else:
             yield name
+
+
+def parse_arg(arg, *, config_name: str, flags=(), keys=()) -> tuple[set, dict]:
+    """A config's argument string ``'flag,key=value,...'`` -> ``(flags, values)``.
+
+    Unknown flags or keys are an error naming the valid ones.
+    """
+    got_flags, values = set(), {}
+    for item in filter(None, (arg or "").split(",")):
+        key, eq, value = item.partition("=")
+        if eq:
+            values[key] = value
+        else:
+            got_flags.add(key)
+    unknown = (got_flags - set(flags)) | (set(values) - set(keys))
+    if unknown:
+        valid = [*flags, *(f"{k}=..." for k in keys)]
+        raise ValueError(f"{config_name}: unknown config args {sorted(unknown)}; valid: "
+                         f"{', '.join(valid) or 'none'}")
+    return got_flags, values
+
+
+def shrink_for_smoke(c: mlc.ConfigDict) -> None:
+    """A few tiny steps of any config (the ``smoke`` arg used by tests)."""
+    c.data.global_batch_size = 8
+    c.optimizer.warmup_steps = 2
+    c.optimizer.grad_accum_steps = 1
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.eval_every = 0
+    c.checkpoint.every_steps = 2
+    c.eval.batch_size = 8
+    c.eval.num_batches = 1
+    c.sampler.gen_length = 32
+    c.sampler.block_length = 32
+    c.sampler.steps = 8
+
+
+def load_config_module(path: str):
+    """The module of a config file given by path (configs are not a package)."""
+    import importlib.util
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path} does not exist")
+    name = "_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config_file(path: str, arg: str | None = None) -> mlc.ConfigDict:
+    """``get_config(arg)`` of the config file at ``path``."""
+    return load_config_module(path).get_config(arg)
+
+
+def sibling_path(this_file: str, name: str) -> str:
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(this_file)), name)
+
+
+def sibling_config(this_file: str, name: str, arg: str | None = None) -> mlc.ConfigDict:
+    """The config ``name`` (e.g. 'quickstart.py') next to ``this_file``."""
+    return load_config_file(sibling_path(this_file, name), arg)
