@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 SIZES = {  # LLaDA-style configs (d_model, n_layers, n_heads, mlp, vocab)
+    "8b": (4096, 32, 32, 12288, 126464),  # LLaDA-8B
     "1b": (2048, 22, 16, 5632, 32000),
     "small": (1024, 12, 16, 2816, 32000),
 }

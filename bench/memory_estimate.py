@@ -45,6 +45,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     path, _, arg = args.config.partition(":")
     config = load_config_file(path, arg or None)
+    notes = []
+    if config.model.attention_impl == "cudnn" and jax.devices()[0].platform != "gpu":
+        config.unlock()
+        config.model.attention_impl = "xla"  # cuDNN attention compiles only for a GPU
+        config.lock()
+        notes.append("attention compiled with 'xla' (cuDNN needs a GPU)")
     mesh = mesh_lib.make_mesh(config.mesh)
     setup = make_setup(config, mesh)
     accum, b, length = (config.optimizer.grad_accum_steps, config.data.global_batch_size,
@@ -85,6 +91,8 @@ def main(argv=None):
           f"{jax.devices()[0].platform} device(s)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    for note in notes:
+        print(f"  note: {note}")
 
 
 if __name__ == "__main__":
