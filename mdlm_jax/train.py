@@ -243,6 +243,11 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
                     state=ocp.args.StandardSave(state), data=_grain_save(data_it)),
                     force=True)
                 last_good = done
+            if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.num_steps:
+                result = _evaluate_now(config, setup, state, frozen)
+                writer.write(done, result, kind="eval")
+                if jax.process_index() == 0:
+                    tqdm.write(f"step {done}: {_short(result)}")
             if preempt.requested or _synced_preemption(mngr, done):
                 preempt.requested = True
                 mngr.wait_until_finished()
@@ -264,6 +269,20 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
         summary.update(_after_training(config, workdir, setup, state, frozen, writer, log))
     writer.close()
     return summary
+
+
+def _evaluate_now(config, setup, state, frozen):
+    from mdlm_jax import evaluate
+    from mdlm_jax.train_state import combine
+
+    trainable = state["ema"] if state["ema"] is not None else state["params"]
+    params = combine(trainable, frozen) if frozen else trainable
+    return evaluate.evaluate(setup.apply, params, config, setup.mesh)
+
+
+def _short(result) -> str:
+    return (f"eval {result['nats_per_token']:.4f} nats/token, "
+            f"{result['bits_per_token']:.4f} bits/token")
 
 
 def _invariance(config, workdir, setup, state, frozen, when, log):
@@ -311,7 +330,7 @@ def _after_training(config, workdir, setup, state, frozen, writer, log):
     out = {}
     trainable = state["ema"] if state["ema"] is not None else state["params"]
     params = combine(trainable, frozen) if frozen else trainable
-    result = evaluate.evaluate(setup.apply, params, config, setup.mesh)
+    result = _evaluate_now(config, setup, state, frozen)
     writer.write(int(state["step"]), result, kind="eval")
     log(evaluate.format_result(result, config))
     out["eval"] = result
