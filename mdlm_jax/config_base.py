@@ -43,6 +43,11 @@ def base_config() -> mlc.ConfigDict:
     m.mlp_dim = 512
     m.max_length = 1024
     m.rope_theta = 10000.0
+    m.rope_scaling = "none"  # none | llama3 (Llama-3.1 frequency rescaling)
+    m.rope_scaling_factor = 8.0  # llama3: long-context factor
+    m.rope_low_freq_factor = 1.0  # llama3
+    m.rope_high_freq_factor = 4.0  # llama3
+    m.rope_original_max_length = 8192  # llama3: the pre-extension context length
     m.qkv_bias = False
     m.causal = False  # True: autoregressive baseline
     m.logit_shift = False  # Dream: logits at i predict token i+1, shifted back by one

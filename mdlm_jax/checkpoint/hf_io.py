@@ -215,6 +215,9 @@ def _check_family(family, m):
         if m[key] != want:
             raise ValueError(f"cannot export as {family}: it needs model.{key}={want!r}, the "
                              f"model has {m[key]!r}")
+    if m.rope_scaling != "none" and family != "llama":
+        raise ValueError(f"cannot export as {family}: model.rope_scaling={m.rope_scaling!r} "
+                         "is written only in the llama layout")
 
 
 def export(params, model_config, out_dir: str, *, family: str, like: str | None = None,

@@ -199,15 +199,42 @@ def detect_family(hf_cfg: dict, where: str) -> str:
                      f"{', '.join(FAMILIES)}")
 
 
-def _rope_theta(c: dict, default: float) -> float:
+def _rope_kind(c: dict) -> tuple[str, dict]:
     params = c.get("rope_parameters") or {}
     scaling = c.get("rope_scaling") or {}
-    kind = (params.get("rope_type") or params.get("type") or scaling.get("rope_type")
-            or scaling.get("type") or "default")
-    if kind != "default":
-        raise ValueError(f"RoPE scaling {kind!r} is not supported by the model (only plain "
-                         "RoPE with a theta)")
+    source = params if (params.get("rope_type") or params.get("type")) else scaling
+    kind = source.get("rope_type") or source.get("type") or "default"
+    return kind, source
+
+
+def _rope_theta(c: dict, default: float, *, allow_llama3: bool = False) -> float:
+    kind, _ = _rope_kind(c)
+    if kind not in ("default",) + (("llama3",) if allow_llama3 else ()):
+        raise ValueError(f"RoPE scaling {kind!r} is not supported by the model (plain RoPE "
+                         "with a theta, or Llama-3.1's 'llama3' rescaling)")
+    params = c.get("rope_parameters") or {}
     return float(params.get("rope_theta", c.get("rope_theta", default)))
+
+
+def _rope_scaling(c: dict) -> dict:
+    """Model fields for Llama-3.1's ``rope_type='llama3'`` (empty for plain RoPE)."""
+    kind, src = _rope_kind(c)
+    if kind != "llama3":
+        return {}
+    return dict(rope_scaling="llama3", rope_scaling_factor=float(src["factor"]),
+                rope_low_freq_factor=float(src["low_freq_factor"]),
+                rope_high_freq_factor=float(src["high_freq_factor"]),
+                rope_original_max_length=int(src["original_max_position_embeddings"]))
+
+
+def rope_scaling_json(m) -> dict | None:
+    """The HF ``rope_scaling`` entry of a model config (None for plain RoPE)."""
+    if m.rope_scaling == "none":
+        return None
+    return {"rope_type": "llama3", "factor": m.rope_scaling_factor,
+            "low_freq_factor": m.rope_low_freq_factor,
+            "high_freq_factor": m.rope_high_freq_factor,
+            "original_max_position_embeddings": m.rope_original_max_length}
 
 
 def hf_dtype_name(c: dict) -> str | None:
@@ -248,7 +275,8 @@ def _llama_like(c: dict, family: str, where: str) -> dict:
         n_kv_heads=int(c.get("num_key_value_heads") or n), head_dim=0 if hd == d // n else hd,
         mlp_dim=int(c["intermediate_size"]),
         max_length=int(c.get("max_position_embeddings", 2048)),
-        rope_theta=_rope_theta(c, 10000.0),
+        rope_theta=_rope_theta(c, 10000.0, allow_llama3=family == "llama"),
+        **_rope_scaling(c),
         qkv_bias=family in ("qwen2", "dream"),
         causal=family in ("llama", "qwen2"), logit_shift=family == "dream",
         norm_eps=float(c.get("rms_norm_eps", 1e-6)),
@@ -339,10 +367,13 @@ def write_config(family: str, m, ids: dict, dtype: str, base: dict | None) -> di
                    head_dim=hd, intermediate_size=m.mlp_dim, vocab_size=m.vocab_size,
                    max_position_embeddings=m.max_length, rms_norm_eps=m.norm_eps,
                    tie_word_embeddings=bool(m.tie_embeddings), hidden_act="silu")
+        scaling = rope_scaling_json(m)
         if "rope_parameters" in out:
-            out["rope_parameters"] = {**out["rope_parameters"], "rope_theta": m.rope_theta}
+            out["rope_parameters"] = {**out["rope_parameters"], "rope_theta": m.rope_theta,
+                                      **(scaling or {"rope_type": "default"})}
         else:
             out["rope_theta"] = m.rope_theta
+            out["rope_scaling"] = scaling
         if family == "llama":
             out.update(attention_bias=False, mlp_bias=False)
         if base is None or str(base.get("model_type", "")).lower() != family:

@@ -96,7 +96,7 @@ class BlockCache:
         """Full forward: ``(logits_BxLxV, (K, V))`` with K/V [layers, B, L, heads, dim]."""
         module = self._module(params)
         length = tokens_BxL.shape[1]
-        cos, sin = rope_tables(length, head_dim(self.cfg), self.cfg.rope_theta)
+        cos, sin = rope_tables(length, head_dim(self.cfg), self.cfg.rope_theta, self.cfg)
         x = embed_tokens(module.embed[...], tokens_BxL).astype(self.dtype)
         x, kv = self._layers(module, x, cos, sin, None, 0)
         return self._head(module, x), kv
@@ -111,7 +111,7 @@ class BlockCache:
             start, width = block_start, length - block_start
         else:
             start, width = block_start, self.block_length
-        cos, sin = rope_tables(length, head_dim(self.cfg), self.cfg.rope_theta)
+        cos, sin = rope_tables(length, head_dim(self.cfg), self.cfg.rope_theta, self.cfg)
         cos = jax.lax.dynamic_slice_in_dim(cos, start, width, axis=0)
         sin = jax.lax.dynamic_slice_in_dim(sin, start, width, axis=0)
         ids = jax.lax.dynamic_slice_in_dim(tokens_BxL, start, width, axis=1)

@@ -84,13 +84,36 @@ class LayerNorm(nnx.Module):
         return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
 
 
-def rope_tables(length: int, head_dim: int, theta: float):
-    """cos/sin tables [L, K] of rotary embeddings, half-split (GPT-NeoX / Llama) layout."""
+def rope_tables(length: int, head_dim: int, theta: float, scaling=None):
+    """cos/sin tables [L, K] of rotary embeddings, half-split (GPT-NeoX / Llama) layout.
+
+    ``scaling``: None, or a model config whose ``rope_scaling == 'llama3'`` selects
+    Llama-3.1's rescaling of the low frequencies (factor, low/high frequency factors and
+    the original context length).
+    """
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is not None and scaling.rope_scaling == "llama3":
+        inv_freq = llama3_inv_freq(inv_freq, scaling)
+    elif scaling is not None and scaling.rope_scaling != "none":
+        raise ValueError(f"model.rope_scaling={scaling.rope_scaling!r}; use none or llama3")
     pos = jnp.arange(length, dtype=jnp.float32)
     freqs = jnp.outer(pos, inv_freq)
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
+
+
+def llama3_inv_freq(inv_freq, cfg):
+    """Llama-3.1: long wavelengths divided by the factor, short ones kept, a smooth blend
+    between (the published ``rope_type='llama3'`` rule)."""
+    factor, low, high = cfg.rope_scaling_factor, cfg.rope_low_freq_factor, \
+        cfg.rope_high_freq_factor
+    old_len = cfg.rope_original_max_length
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return jnp.where(medium, blended, scaled)
 
 
 def apply_rope(x_BxLxNxK, cos_LxK, sin_LxK):

@@ -161,7 +161,7 @@ class Transformer(nnx.Module):
             embeds_BxLxD = embed_tokens(self.embed[...], tokens_BxL)
         x = constrain(embeds_BxLxD.astype(dtype), ("batch", "length", "embed"))
         b, length = x.shape[0], x.shape[1]
-        rope = rope_tables(length, head_dim(cfg), cfg.rope_theta)
+        rope = rope_tables(length, head_dim(cfg), cfg.rope_theta, cfg)
         cond = None
         if cfg.family == "dit":
             if t_B is None or not cfg.time_conditioning:

@@ -1,5 +1,6 @@
 """Import / export of Hugging Face checkpoints (checkpoint.hf) for the five families."""
 
+import json
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -292,3 +293,36 @@ def test_convert_writes_a_workdir(dirs, loaded, tmp_path):
                                   np.asarray(loaded["mdlm"][1]["head"]["kernel"]))
     with pytest.raises(FileExistsError, match="already holds checkpoints"):
         convert.run(dirs["mdlm"], workdir)
+
+
+def test_llama31_rope_scaling_matches_transformers_and_round_trips(tmp_path):
+    """Llama-3.1's ``rope_type='llama3'`` rescaling: imported logits equal transformers',
+    and export writes the same scaling back. Small original context and head dim so that
+    all three frequency bands (kept, blended, divided) occur."""
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    model = fx.torch_model("llama", seed=3, rope_scaling=scaling)
+    src = str(tmp_path / "llama31")
+    model.save_pretrained(src, safe_serialization=True)
+    with torch.no_grad():
+        want = model(torch.tensor(TOKENS)).logits.numpy()
+    cfg, params, apply = hf.load(src)
+    assert cfg.rope_scaling == "llama3" and cfg.rope_original_max_length == 16
+    np.testing.assert_allclose(logits(apply, params), want, atol=TOL)
+    plain = cfg.copy_and_resolve_references()
+    plain.rope_scaling = "none"
+    from mdlm_jax import model as model_lib
+
+    apply_plain, _ = model_lib.create(plain, jax.random.key(0))
+    assert np.abs(logits(apply_plain, params) - want).max() > 10 * TOL, \
+        "the scaling made no difference: the test would not catch a missing rescale"
+    out = str(tmp_path / "export")
+    hf.export(params, cfg, out, family="llama", like=src)
+    with open(os.path.join(out, "config.json")) as f:
+        written = json.load(f)
+    written_scaling = written.get("rope_scaling") or written.get("rope_parameters")
+    assert written_scaling["rope_type"] == "llama3" and written_scaling["factor"] == 8.0
+    cfg2, params2, _ = hf.load(out)
+    assert cfg2.rope_scaling == "llama3"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -31,7 +31,7 @@ def write_tokenizer(folder, n_tokens):
     tok.save(os.path.join(folder, "tokenizer.json"))
 
 
-def torch_model(kind, *, tied=False, seed=0):
+def torch_model(kind, *, tied=False, seed=0, rope_scaling=None):
     """A tiny transformers Llama / Qwen2 with every weight perturbed (norms not all ones)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -42,7 +42,8 @@ def torch_model(kind, *, tied=False, seed=0):
     cfg = cls_cfg(hidden_size=D, intermediate_size=F, num_hidden_layers=NL,
                   num_attention_heads=H, num_key_value_heads=KV, vocab_size=V,
                   max_position_embeddings=64, tie_word_embeddings=tied,
-                  rope_theta=5e5 if kind == "llama" else 1e6, rms_norm_eps=1e-5)
+                  rope_theta=5e5 if kind == "llama" else 1e6, rms_norm_eps=1e-5,
+                  **({"rope_scaling": rope_scaling} if rope_scaling else {}))
     model = cls(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
