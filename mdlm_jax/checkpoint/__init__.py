@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
 import jax
 import ml_collections as mlc
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
@@ -144,10 +144,11 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
                 params=ocp.args.StandardRestore(target)))
             params = out["params"]
         else:
-            with warnings.catch_warnings():  # shardings come from `target` just below
-                warnings.filterwarnings("ignore", message="Sharding info not provided")
-                out = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(partial_restore=True)))
+            stored = stored_shapes(workdir, step, "state")
+            which = "ema" if use_ema and stored.get("ema") else "params"
+            item = {which: _select(target, stored[which])}
+            out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=item, restore_args=_restore_args(item), partial_restore=True)))
             state = out["state"]
             base = None
             if transform is not None:  # LoRA runs store the adapters; the base is reloaded
@@ -163,6 +164,24 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
         params = lora.merge(params, config.lora)
         apply, _, _ = model_lib.abstract(config.model)
     return apply, params, step
+
+
+def _select(target, stored):
+    """The leaves of ``target`` at the paths present in ``stored`` (a subtree)."""
+    if not isinstance(stored, dict):
+        return target
+    return {k: _select(target[k], v) for k, v in stored.items()}
+
+
+def _restore_args(tree):
+    """Orbax restore arguments: straight into each leaf's sharding, else to host numpy."""
+    def one(x):
+        sh = getattr(x, "sharding", None)
+        if sh is not None:
+            return ocp.ArrayRestoreArgs(sharding=sh, global_shape=x.shape, dtype=x.dtype)
+        return ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype)
+
+    return jax.tree.map(one, tree)
 
 
 def base_params(config, mesh):
@@ -181,7 +200,7 @@ def base_params(config, mesh):
 def _params_from_state(state, target, use_ema, base=None):
     from mdlm_jax.train_state import combine
 
-    trainable = state["ema"] if use_ema and state.get("ema") is not None else state["params"]
+    trainable = state["ema"] if "ema" in state else state["params"]
     params = trainable
     if base is not None:
         params = combine(trainable, _drop_paths(base, _leaf_paths(trainable)))
