@@ -263,7 +263,7 @@ def read_params(info: HFInfo, cfg, *, mesh=None, rules=None) -> dict:
         row, j = source[p]
         per_layer = [file_shape(q)[1:] if row.stacked else file_shape(q) for q in row.ours]
         sharding = (NamedSharding(mesh, specs[p]) if mesh is not None
-                    else SingleDeviceSharding(jax.devices()[0]))
+                    else SingleDeviceSharding(jax.local_devices()[0]))
         out[p] = jax.make_array_from_callback(
             sds.shape, sharding,
             _callback(info.refs, row, j, per_layer, n_layers, np.dtype(sds.dtype),
