@@ -24,7 +24,7 @@ import numpy as np
 
 from mdlm_jax import model
 from mdlm_jax.config_base import base_config
-from mdlm_jax.diffusion import sampler
+from mdlm_jax.diffusion import categorical, sampler
 
 
 def parse():
@@ -96,10 +96,10 @@ def python_loop_sampler(apply, params, s: sampler.Settings, gen_start, jit_updat
         pos = jnp.arange(x.shape[1])
         in_block = (pos >= lo) & (pos < lo + s.block_length)
         k_x0, k_conf = jax.random.split(key)
-        logits = sampler.filter_logits(logits, s)
-        x0 = sampler.sample_x0(logits, k_x0, s)
+        logits = categorical.filter_logits(logits, s)
+        x0 = categorical.sample_x0(logits, k_x0, s)
         cand = (x == s.mask_id) & in_block[None]
-        score = jnp.where(cand, sampler.confidence(logits, x0, k_conf, s), -jnp.inf)
+        score = jnp.where(cand, categorical.confidence(logits, x0, k_conf, s), -jnp.inf)
         return jnp.where(sampler.select_top(score, count_B) & cand, x0, x)
 
     if jit_update:

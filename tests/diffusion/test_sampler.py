@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from mdlm_jax import model  # noqa: E402
 from mdlm_jax.config_base import base_config  # noqa: E402
-from mdlm_jax.diffusion import sampler  # noqa: E402
+from mdlm_jax.diffusion import categorical, sampler  # noqa: E402
 
 V, MASK, L_MAX = 40, 39, 64
 
@@ -173,25 +173,25 @@ def test_same_seed_same_samples_on_one_and_eight_devices(tiny, strategy):
 def test_gumbel_noise_has_float64_tails():
     lo = jnp.zeros((1, 2), jnp.uint32)
     hi = jnp.full((1, 2), 0xFFFFFFFF, jnp.uint32)
-    g_lo, g_hi = (float(sampler.gumbel_from_bits(b)[0]) for b in (lo, hi))
+    g_lo, g_hi = (float(categorical.gumbel_from_bits(b)[0]) for b in (lo, hi))
     u_lo = 0.5 / 2**53
     np.testing.assert_allclose(g_lo, -np.log(-np.log(u_lo)), rtol=1e-5)  # -3.62
     np.testing.assert_allclose(g_hi, -np.log(-np.log1p(-0.5 / 2**53)), rtol=1e-5)  # 37.4
     assert g_lo < -3.6 and g_hi > 36  # float32 uniforms stop at [-2.8, 16.6]
-    g = np.asarray(sampler.gumbel_noise(jax.random.key(0), (200_000,)))
+    g = np.asarray(categorical.gumbel_noise(jax.random.key(0), (200_000,)))
     assert abs(g.mean() - 0.5772) < 0.01 and abs(g.var() - np.pi**2 / 6) < 0.03
 
 
 def test_sampling_frequencies_follow_temperature_and_filters():
     s = sampler.Settings(mask_id=3, temperature=0.5)
     logits = jnp.log(jnp.asarray([0.5, 0.3, 0.2, 0.0]))[None, None]
-    draws = sampler.sample_x0(jnp.tile(logits, (1, 40_000, 1)), jax.random.key(1), s)
+    draws = categorical.sample_x0(jnp.tile(logits, (1, 40_000, 1)), jax.random.key(1), s)
     freq = np.bincount(np.asarray(draws[0]), minlength=4) / 40_000
     p = np.asarray([0.25, 0.09, 0.04, 0.0])
     np.testing.assert_allclose(freq, p / p.sum(), atol=0.01)
-    top_k = sampler.filter_logits(logits, sampler.Settings(mask_id=3, top_k=2))
+    top_k = categorical.filter_logits(logits, sampler.Settings(mask_id=3, top_k=2))
     assert np.all(np.asarray(top_k[0, 0, 2:]) < -1e8)
-    top_p = sampler.filter_logits(logits, sampler.Settings(mask_id=3, top_p=0.6))
+    top_p = categorical.filter_logits(logits, sampler.Settings(mask_id=3, top_p=0.6))
     np.testing.assert_array_equal(np.asarray(top_p[0, 0]) > -1e8, [True, True, False, False])
 
 
