@@ -164,7 +164,8 @@ def run_jax(config, *, steps: int, warmup: int, n_devices: int = 0, seed: int = 
     tokens_per_s = tokens_per_step / step_time
     passes = 2 if config.loss.terms.get("mask_agnostic", 0) else 1
     fpt = monitoring.flops_per_token(config.model, setup.n_params, length,
-                                     forward_passes=passes)
+                                     forward_passes=passes,
+                                     n_frozen=setup.n_params - setup.n_trainable)
     peak = monitoring.peak_flops_per_device(override=config.train.peak_flops_per_device)
     mfu = fpt * tokens_per_s / (peak * mesh.devices.size) if peak else None
     mem, mem_source = peak_memory()

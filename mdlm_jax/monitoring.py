@@ -37,16 +37,21 @@ def peak_flops_per_device(device=None, override: float = 0.0) -> float | None:
     return None
 
 
-def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: int = 1) -> float:
+def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: int = 1,
+                    n_frozen: int = 0) -> float:
     """Training FLOPs per token: 6N plus full (bidirectional) attention, no causal halving.
 
     N excludes the input embedding table (a gather, not a matmul). Attention costs
     QK^T and AV: 2 * 2 * L * (heads * head_dim) per token and layer forward, x3 for the
-    backward. ``forward_passes`` scales both (the mask-agnostic term runs two).
+    backward. Frozen weights (LoRA's base) need no weight gradient: 4 instead of 6 FLOPs
+    per frozen parameter. ``forward_passes`` scales everything (the mask-agnostic term
+    runs two).
     """
     n_matmul = n_params - model_cfg.vocab_size * model_cfg.d_model
+    n_frozen_matmul = max(n_frozen - model_cfg.vocab_size * model_cfg.d_model, 0) \
+        if n_frozen else 0
     attn = 12 * model_cfg.n_layers * seq_len * model_cfg.n_heads * head_dim(model_cfg)
-    return forward_passes * (6 * n_matmul + attn)
+    return forward_passes * (6 * n_matmul - 2 * n_frozen_matmul + attn)
 
 
 class MetricsWriter:

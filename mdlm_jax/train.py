@@ -190,7 +190,8 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
     tokens_per_step = config.data.global_batch_size * accum * seq_len
     passes = 2 if config.loss.terms.get("mask_agnostic", 0) else 1
     fpt = monitoring.flops_per_token(config.model, setup.n_params, seq_len,
-                                     forward_passes=passes)
+                                     forward_passes=passes,
+                                     n_frozen=setup.n_params - setup.n_trainable)
     peak = monitoring.peak_flops_per_device(override=tcfg.peak_flops_per_device)
     bar = tqdm(total=tcfg.num_steps, initial=start, disable=not tcfg.progress_bar
                or jax.process_index() != 0, dynamic_ncols=True)
