@@ -56,17 +56,21 @@ class PackedConfig(tfds.core.BuilderConfig):
     files: str = ""
 
 
-class _PackedBuilder(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Tokenized and packed at build time."}
-    HOLDOUT_EVERY = 100
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
+    """Base of this package's builders."""
 
     # tfds locates a builder's source through the optional ``importlib_resources`` package when
-    # the builder lives in a package; point it at this file directly.
+    # the builder lives in a package; point it at this package directly.
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
         return epath.Path(__file__)
+
+
+class _PackedBuilder(_LocalBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Tokenized and packed at build time."}
+    HOLDOUT_EVERY = 100
 
     def _info(self) -> tfds.core.DatasetInfo:
         n = self.builder_config.seq_len
@@ -174,14 +178,20 @@ def prepare_command(data_cfg) -> str:
 
 def prepare(data_cfg, builder: _PackedBuilder | None = None) -> tuple[_PackedBuilder, bool]:
     """Builds the dataset unless already prepared; returns (builder, built_now)."""
-    builder = builder or get_builder(data_cfg)
+    return build_once(lambda: get_builder(data_cfg), builder)
+
+
+def build_once(make_builder, builder=None):
+    """``(builder, built_now)``: build unless prepared; a build that fails because another
+    process finished the same dataset first returns that dataset."""
+    builder = builder or make_builder()
     if builder.is_prepared():
         return builder, False
     try:
         builder.download_and_prepare()
     except Exception:
-        if get_builder(data_cfg).is_prepared():  # another process finished the same build
-            return get_builder(data_cfg), False
+        if make_builder().is_prepared():  # another process finished the same build
+            return make_builder(), False
         raise
     return builder, True
 
@@ -207,10 +217,14 @@ def split_sizes(data_cfg) -> dict[str, int]:
 
 def data_source(data_cfg, split: str):
     """Random-access source of ``split`` (``tfds`` ``ArrayRecordDataSource``)."""
-    builder = load_builder(data_cfg)
+    return split_source(load_builder(data_cfg), split, data_cfg.name)
+
+
+def split_source(builder, split: str, name: str):
+    """``builder``'s random-access source of ``split``, or an error naming the valid ones."""
     if split not in builder.info.splits:
         raise ValueError(
-            f"Unknown split {split!r} for {data_cfg.name}; valid: {list(builder.info.splits)}."
+            f"Unknown split {split!r} for {name}; valid: {list(builder.info.splits)}."
         )
     return builder.as_data_source(split=split)
 

@@ -80,7 +80,12 @@ def _processes(global_batch_size: int, process_index, process_count) -> tuple[in
 
 
 def _source(data_cfg, split: str):
-    source = builders.data_source(data_cfg, split)
+    if data_cfg.name == "prompt_answer":
+        from mdlm_jax.data import prompt_answer
+
+        source = prompt_answer.data_source(data_cfg, split)
+    else:
+        source = builders.data_source(data_cfg, split)
     if len(source) == 0:
         raise ValueError(f"Split {split!r} of {data_cfg.name!r} has no records.")
     return source
@@ -88,8 +93,13 @@ def _source(data_cfg, split: str):
 
 def _iterate(ds: grain.MapDataset, local: int, data_cfg):
     """Whole batches are read ahead (4 in flight); with ``data.num_workers`` > 0, worker
-    processes produce alternate batches, which grain hands back in order."""
+    processes produce alternate batches, which grain hands back in order. Prompt/answer
+    records become the batch layout of ``prompt_answer.batch_fields`` first."""
     options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
+    if data_cfg.name == "prompt_answer":
+        from mdlm_jax.data import prompt_answer
+
+        ds = ds.map(prompt_answer.batch_fields)
     it_ds = ds.batch(local, drop_remainder=True).to_iter_dataset(options)
     workers = int(getattr(data_cfg, "num_workers", 0) or 0)
     if workers > 0:
@@ -114,13 +124,6 @@ def make_iterator(
 ):
     """Training iterator: shuffled (``data_cfg.shuffle`` by default), repeated forever when
     ``num_epochs`` is None, yielding this process's share of each global batch."""
-    if data_cfg.name == "prompt_answer":
-        from mdlm_jax.data import prompt_answer
-
-        return prompt_answer.make_iterator(
-            data_cfg, split, global_batch_size=global_batch_size, seed=seed,
-            process_index=process_index, process_count=process_count, shuffle=shuffle,
-            num_epochs=num_epochs)
     p, _, local = _processes(global_batch_size, process_index, process_count)
     source = _source(data_cfg, split)
     ds = grain.MapDataset.source(source)
@@ -150,12 +153,6 @@ def make_eval_iterator(
     The last global batch is completed with padding rows (tokens 0, ``valid`` all False), so
     every record is seen once and every batch has the full shape.
     """
-    if data_cfg.name == "prompt_answer":
-        from mdlm_jax.data import prompt_answer
-
-        return prompt_answer.make_eval_iterator(
-            data_cfg, split, global_batch_size=global_batch_size,
-            process_index=process_index, process_count=process_count)
     split = split or data_cfg.eval_split
     p, _, local = _processes(global_batch_size, process_index, process_count)
     source = _source(data_cfg, split)

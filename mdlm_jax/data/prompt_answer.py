@@ -44,12 +44,10 @@ import hashlib
 import json
 import random
 
-import grain
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
-from mdlm_jax.data import builders, documents, pipeline
+from mdlm_jax.data import builders, documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 EMBEDDED = "embedded"
@@ -194,17 +192,12 @@ class PromptAnswerConfig(tfds.core.BuilderConfig):
     files: str = EMBEDDED
 
 
-class PromptAnswer(tfds.core.GeneratorBasedBuilder):
+class PromptAnswer(builders._LocalBuilder):
     """Tokenized prompt/answer records (see the module docstring)."""
 
     name = "mdlm_prompt_answer"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Prompt, answer, EOS padding; lengths stored."}
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         n = self.builder_config.seq_len
@@ -257,63 +250,11 @@ def get_builder(data_cfg) -> PromptAnswer:
 
 def load_builder(data_cfg) -> PromptAnswer:
     """The prepared builder, built on first use (a build that fails leaves nothing behind)."""
-    builder = get_builder(data_cfg)
-    if builder.is_prepared():
-        return builder
-    try:
-        builder.download_and_prepare()
-    except Exception:
-        if get_builder(data_cfg).is_prepared():  # another process finished the same build
-            return get_builder(data_cfg)
-        raise
-    return builder
+    return builders.build_once(lambda: get_builder(data_cfg))[0]
 
 
 def data_source(data_cfg, split: str):
-    builder = load_builder(data_cfg)
-    if split not in builder.info.splits:
-        raise ValueError(f"Unknown split {split!r}; valid: {list(builder.info.splits)}.")
-    source = builder.as_data_source(split=split)
-    if len(source) == 0:
-        raise ValueError(f"Split {split!r} of prompt_answer has no records.")
-    return source
-
-
-# ------------------------------------------------------------------ grain batches
-def make_iterator(data_cfg, split: str, *, global_batch_size: int, seed: int,
-                  process_index: int | None = None, process_count: int | None = None,
-                  shuffle: bool | None = None, num_epochs: int | None = None):
-    """Training iterator (shuffled, repeated) over this process's share of each batch."""
-    p, _, local = pipeline._processes(global_batch_size, process_index, process_count)
-    ds = grain.MapDataset.source(data_source(data_cfg, split))
-    if data_cfg.shuffle if shuffle is None else shuffle:
-        ds = ds.shuffle(seed=int(seed) % 2**32)
-    ds = ds.repeat(num_epochs)
-    ds = pipeline._ProcessSlot(ds, global_batch=global_batch_size, local_batch=local, index=p,
-                               num_steps=len(ds) // global_batch_size)
-    return _iterate(ds, local)
-
-
-def make_eval_iterator(data_cfg, split: str | None = None, *, global_batch_size: int,
-                       process_index: int | None = None, process_count: int | None = None):
-    """One ordered pass; the last batch is completed with padding rows (``valid`` False)."""
-    split = split or data_cfg.eval_split
-    p, _, local = pipeline._processes(global_batch_size, process_index, process_count)
-    source = data_source(data_cfg, split)
-    first = source[0]
-    pad = {"tokens": np.zeros_like(np.asarray(first["tokens"])),
-           "prompt_len": np.int32(0), "answer_len": np.int32(0)}
-    num_steps = -(-len(source) // global_batch_size)
-    ds = pipeline._ProcessSlot(grain.MapDataset.source(source), global_batch=global_batch_size,
-                               local_batch=local, index=p, num_steps=num_steps, pad=pad)
-    return _iterate(ds, local)
-
-
-def _iterate(ds: grain.MapDataset, local: int):
-    """Rows -> the batch layout, ``local`` rows a batch, read ahead by 4 threads."""
-    options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
-    ds = ds.map(batch_fields).batch(local, drop_remainder=True)
-    return iter(ds.to_iter_dataset(options))
+    return builders.split_source(load_builder(data_cfg), split, "prompt_answer")
 
 
 def main(argv=None) -> None:

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from mdlm_jax.data import pipeline
 from mdlm_jax.data import prompt_answer as pa
 from mdlm_jax.data.builders import data_config
 from mdlm_jax.data.tokenizers import CharTokenizer
@@ -83,7 +84,7 @@ def test_jsonl_fields_including_openorca(tmp_path):
 def test_builder_and_batches(tmp_path):
     cfg = data_config(name="prompt_answer", files="embedded", seq_len=256,
                       data_dir=str(tmp_path), global_batch_size=8)
-    it = pa.make_iterator(cfg, "train", global_batch_size=8, seed=0)
+    it = pipeline.make_iterator(cfg, "train", global_batch_size=8, seed=0)
     batch = next(it)
     assert batch["tokens"].shape == (8, 256) and batch["tokens"].dtype == np.int32
     q = batch["prompt_mask"].sum(1)
@@ -94,11 +95,11 @@ def test_builder_and_batches(tmp_path):
         assert np.all(batch["tokens"][i, q[i] + a[i]:] == EOS)
         assert np.all(batch["tokens"][i, :q[i] + a[i]] != EOS)
     # two processes read the two halves of the same global batch
-    halves = [next(pa.make_iterator(cfg, "train", global_batch_size=8, seed=0,
+    halves = [next(pipeline.make_iterator(cfg, "train", global_batch_size=8, seed=0,
                                     process_index=p, process_count=2)) for p in (0, 1)]
     np.testing.assert_array_equal(np.concatenate([h["tokens"] for h in halves]),
                                   batch["tokens"])
-    ev = pa.make_eval_iterator(cfg, global_batch_size=64)
+    ev = pipeline.make_eval_iterator(cfg, global_batch_size=64)
     sizes = [b["valid"].any(1).sum() for b in ev]
     assert sum(sizes) == 150  # 3000 examples, every 20th is validation
 
