@@ -22,7 +22,8 @@ from mdlm_jax.checks import check_batch_tokens, validate_config
 from mdlm_jax.data import pipeline
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
-from mdlm_jax.train_state import Setup, partition
+from mdlm_jax.param_trees import combine, partition
+from mdlm_jax.train_state import Setup
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -154,9 +155,11 @@ def run(config, workdir: str) -> dict:
                 trainable, frozen = partition(params, setup.mask)
                 state = setup.init_state(trainable)
             ckpt.write_config(workdir, config)
+            writer = monitoring.MetricsWriter(workdir)
             if int(state["step"]) == 0 and config.loss.terms.get("mask_agnostic", 0):
-                _invariance(config, workdir, setup, state, frozen, "before", log)
-            summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log)
+                _invariance(config, workdir, setup, state, frozen, "before", writer, log)
+            summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key,
+                            writer, log)
     finally:
         mngr.wait_until_finished()
         mngr.close()
@@ -180,8 +183,7 @@ def _grain_save(data_it):
     return grain.checkpoint.CheckpointSave(data_it)
 
 
-def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
-    writer = monitoring.MetricsWriter(workdir)
+def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer, log):
     step_fn = setup.jit_train_step()
     tcfg = config.train
     start = int(state["step"])
@@ -237,8 +239,8 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
             pending = (step + 1, metrics)
             bar.update(1)
             done = step + 1
-            if done % config.checkpoint.every_steps == 0 or preempt.requested \
-                    or done == tcfg.num_steps or _synced_preemption(mngr, done):
+            stop = preempt.requested or _synced_preemption(mngr, done)
+            if done % config.checkpoint.every_steps == 0 or stop or done == tcfg.num_steps:
                 _, host = fetch(pending)  # never save a state whose loss is not finite
                 mngr.save(done, args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), data=_grain_save(data_it)),
@@ -249,7 +251,7 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
                 writer.write(done, result, kind="eval")
                 if jax.process_index() == 0:
                     tqdm.write(f"step {done}: {_short(result)}")
-            if preempt.requested or _synced_preemption(mngr, done):
+            if stop:
                 preempt.requested = True
                 mngr.wait_until_finished()
                 log(f"SIGTERM: saved step {done} in {workdir}; stopping")
@@ -272,13 +274,16 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, log):
     return summary
 
 
+def _model_params(state, frozen, *, use_ema=True):
+    """All parameters of ``state`` (its EMA when kept and ``use_ema``), frozen ones added."""
+    trainable = state["ema"] if use_ema and state["ema"] is not None else state["params"]
+    return combine(trainable, frozen) if frozen else trainable
+
+
 def _evaluate_now(config, setup, state, frozen):
     from mdlm_jax import evaluate
-    from mdlm_jax.train_state import combine
 
-    trainable = state["ema"] if state["ema"] is not None else state["params"]
-    params = combine(trainable, frozen) if frozen else trainable
-    return evaluate.evaluate(setup.apply, params, config, setup.mesh)
+    return evaluate.evaluate(setup.apply, _model_params(state, frozen), config, setup.mesh)
 
 
 def _short(result) -> str:
@@ -286,20 +291,18 @@ def _short(result) -> str:
             f"{result['bits_per_token']:.4f} bits/token")
 
 
-def _invariance(config, workdir, setup, state, frozen, when, log):
+def _invariance(config, workdir, setup, state, frozen, when, writer, log):
     """The mask-invariance probe of ``diffusion.invariance`` before / after training."""
     import itertools
     import json
     import os
 
     from mdlm_jax.diffusion import invariance
-    from mdlm_jax.train_state import combine
 
     if jax.process_count() > 1:
         log("invariance report: single-process only; skipped")
         return None
-    trainable = state["params"] if when == "before" or state["ema"] is None else state["ema"]
-    params = combine(trainable, frozen) if frozen else trainable
+    params = _model_params(state, frozen, use_ema=when == "after")
     it = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval.batch_size)
     batches = list(itertools.islice(it, config.eval.num_batches))
     report = invariance.invariance_report(setup.apply, params, batches, config,
@@ -319,29 +322,24 @@ def _invariance(config, workdir, setup, state, frozen, when, log):
                 before = json.load(f)
             log("invariance (extra masks appended after the answer; before -> after):\n"
                 + invariance.format_comparison(before, report))
-    monitoring.MetricsWriter(workdir).write(int(state["step"]), report,
-                                            kind=f"invariance_{when}")
+    writer.write(int(state["step"]), report, kind=f"invariance_{when}")
     return report
 
 
 def _after_training(config, workdir, setup, state, frozen, writer, log):
     from mdlm_jax import evaluate
-    from mdlm_jax.train_state import combine
 
     out = {}
-    trainable = state["ema"] if state["ema"] is not None else state["params"]
-    params = combine(trainable, frozen) if frozen else trainable
     result = _evaluate_now(config, setup, state, frozen)
     writer.write(int(state["step"]), result, kind="eval")
     log(evaluate.format_result(result, config))
     out["eval"] = result
     if config.loss.terms.get("mask_agnostic", 0):
-        out["invariance"] = _invariance(config, workdir, setup, state, frozen, "after", log)
+        out["invariance"] = _invariance(config, workdir, setup, state, frozen, "after",
+                                        writer, log)
     if config.train.sample_at_end and "nelbo" in config.loss.terms:
-        try:
-            from mdlm_jax import sample
-        except ImportError:
-            return out
-        out["samples"] = sample.sample_all_strategies(setup.apply, params, config,
-                                                      mesh=setup.mesh)
+        from mdlm_jax import sample
+
+        out["samples"] = sample.sample_all_strategies(setup.apply, _model_params(state, frozen),
+                                                      config, mesh=setup.mesh)
     return out

@@ -22,38 +22,7 @@ from mdlm_jax import model as model_lib
 from mdlm_jax.diffusion import losses
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
-
-
-# ------------------------------------------------------------------ pytree partitions
-def partition(params: dict, mask: dict):
-    """Split a nested dict into ``(selected, rest)`` by a same-shaped bool pytree."""
-    sel, rest = {}, {}
-    for k, v in params.items():
-        m = mask[k]
-        if isinstance(v, dict):
-            a, b = partition(v, m)
-            if a:
-                sel[k] = a
-            if b:
-                rest[k] = b
-        elif m:
-            sel[k] = v
-        else:
-            rest[k] = v
-    return sel, rest
-
-
-def combine(a: dict, b: dict) -> dict:
-    """Deep merge of two nested dicts with disjoint leaves."""
-    out = dict(a)
-    for k, v in b.items():
-        if k in out and isinstance(out[k], dict) and isinstance(v, dict):
-            out[k] = combine(out[k], v)
-        elif k in out:
-            raise ValueError(f"parameter {k!r} is both trainable and frozen")
-        else:
-            out[k] = v
-    return out
+from mdlm_jax.param_trees import combine, partition
 
 
 # ------------------------------------------------------------------------ optimizer
@@ -95,8 +64,6 @@ class Setup:
         self.mesh = mesh
         self.apply, shapes, axes = model_lib.abstract(config.model, transform=transform)
         self.transform = transform
-        self.all_shapes = shapes
-        self.all_axes = axes
         if trainable_mask_fn is None:
             mask = jax.tree.map(lambda _: True, shapes)
         else:

@@ -157,7 +157,7 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
                     raise ValueError(f"{workdir} is a LoRA run whose base weights come from "
                                      "model.init_from or checkpoint.restore_from, and its "
                                      "config names neither")
-            params = _params_from_state(state, target, use_ema, base)
+            params = _params_from_state(state, base)
     if transform is not None:
         from mdlm_jax.model import lora
 
@@ -197,37 +197,12 @@ def base_params(config, mesh):
     return None
 
 
-def _params_from_state(state, target, use_ema, base=None):
-    from mdlm_jax.train_state import combine
+def _params_from_state(state, base=None):
+    """The restored parameters (EMA or raw, whichever was restored), over ``base``."""
+    from mdlm_jax.param_trees import override
 
     trainable = state["ema"] if "ema" in state else state["params"]
-    params = trainable
-    if base is not None:
-        params = combine(trainable, _drop_paths(base, _leaf_paths(trainable)))
-    return jax.tree.map(lambda t, p: jax.device_put(p, getattr(t, "sharding", None))
-                        if getattr(t, "sharding", None) is not None else p, target, params)
-
-
-def _leaf_paths(tree, prefix=()):
-    out = set()
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out |= _leaf_paths(v, prefix + (k,))
-        else:
-            out.add(prefix + (k,))
-    return out
-
-
-def _drop_paths(tree, paths, prefix=()):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            sub = _drop_paths(v, paths, prefix + (k,))
-            if sub:
-                out[k] = sub
-        elif prefix + (k,) not in paths:
-            out[k] = v
-    return out
+    return trainable if base is None else override(base, trainable)
 
 
 def lora_transform(config):

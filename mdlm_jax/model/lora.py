@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mdlm_jax.model.layers import Projection
+from mdlm_jax.param_trees import combine, partition
 
 ADAPTER_KEYS = ("lora_a", "lora_b")
 
@@ -125,33 +126,9 @@ def trainable_mask(params):
 
 
 def split(params) -> tuple[dict, dict]:
-    """``(adapters, base)``: two nested dicts holding the adapter / the other leaves."""
-    return _filter(params, True), _filter(params, False)
-
-
-def _filter(tree, adapters: bool):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            sub = _filter(v, adapters)
-            if sub:
-                out[k] = sub
-        elif (k in ADAPTER_KEYS) == adapters:
-            out[k] = v
-    return out
-
-
-def combine(adapters: dict, base: dict) -> dict:
-    """Inverse of :func:`split`: one nested dict holding the leaves of both."""
-    out = dict(base)
-    for k, v in adapters.items():
-        if isinstance(v, dict):
-            out[k] = combine(v, base.get(k, {}))
-        elif k in out:
-            raise ValueError(f"adapter leaf {k!r} is also a base leaf")
-        else:
-            out[k] = v
-    return out
+    """``(adapters, base)``: two nested dicts holding the adapter / the other leaves;
+    :func:`combine` puts them back together."""
+    return partition(params, trainable_mask(params))
 
 
 def has_adapters(params) -> bool:
