@@ -8,20 +8,19 @@ queries attending to the cached keys/values with the window's own rows refreshed
   cached);
 - ``dual``: the window is the current block only (prefix and suffix cached).
 
-The model's own submodules do the work: the params pytree is merged into the NNX module
-(as ``model.make_apply`` does) and the stacked ``blocks`` are sliced per layer, so the
-arithmetic is the model's (norms, projections, RoPE, attention). Only the ``llama``
-family (LLaDA-style: bidirectional, no logit shift) is supported.
+The model itself does the work: the params are bound to the NNX module
+(``model.bind``), each stacked block runs with the window and its layer's cache
+(``Block(..., cache=(K, V, start))``), and ``Transformer.output_logits`` gives the logits.
+Only the ``llama`` family (LLaDA-style: bidirectional, no logit shift) is supported.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from mdlm_jax import model as model_lib
-from mdlm_jax.model.layers import apply_rope, attention, rope_tables
+from mdlm_jax.model.layers import rope_tables
 from mdlm_jax.model.transformer import dtype_of, embed_tokens, head_dim
 
 MODES = ("prefix", "dual")
@@ -49,9 +48,7 @@ class BlockCache:
 
     # ------------------------------------------------------------------ internals
     def _module(self, params):
-        state = jax.tree.map(lambda v: v, self.abstract_state)
-        nnx.replace_by_pure_dict(state, params)
-        return nnx.merge(self.graphdef, state)
+        return model_lib.bind(self.graphdef, self.abstract_state, params)
 
     def _layers(self, module, x, cos, sin, caches, start):
         """All layers over a window ``x`` [B, W, D]; returns (x, (K, V) per layer)."""
@@ -61,35 +58,10 @@ class BlockCache:
         def layer(x, xs):
             block_state, cache = xs
             block = nnx.merge(graphdef, block_state)
-            h = block.attn_norm(x, dtype)
-            q = apply_rope(block.attn.q(h, dtype), cos, sin)
-            k = apply_rope(block.attn.k(h, dtype), cos, sin)
-            v = block.attn.v(h, dtype)
-            if cache is None:
-                keys, values = k, v
-            else:
-                keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype),
-                                                           start, axis=1)
-                values = jax.lax.dynamic_update_slice_in_dim(cache[1],
-                                                             v.astype(cache[1].dtype),
-                                                             start, axis=1)
-            out = attention(q, keys, values, causal=False, segment_ids_BxL=None,
-                            implementation=impl)
-            x = x + block.attn.o(out, dtype).astype(x.dtype)
-            h = block.mlp_norm(x, dtype)
-            h = jax.nn.silu(block.gate(h, dtype)) * block.up(h, dtype)
-            x = x + block.down(h, dtype).astype(x.dtype)
-            return x, (k, v)
+            return block(x, None, (cos, sin), causal=False, segment_ids=None, impl=impl,
+                         dtype=dtype, cache=None if cache is None else (*cache, start))
 
         return jax.lax.scan(layer, x, (stacked, caches))
-
-    def _head(self, module, x):
-        h = module.final_norm(x, self.dtype)
-        if self.cfg.tie_embeddings:
-            logits = jnp.einsum("bld,vd->blv", h, module.embed[...].astype(self.dtype))
-        else:
-            logits = module.head(h, self.dtype)
-        return logits.astype(jnp.float32)
 
     # -------------------------------------------------------------------- public
     def full(self, params, tokens_BxL):
@@ -99,7 +71,7 @@ class BlockCache:
         cos, sin = rope_tables(length, head_dim(self.cfg), self.cfg.rope_theta, self.cfg)
         x = embed_tokens(module.embed[...], tokens_BxL).astype(self.dtype)
         x, kv = self._layers(module, x, cos, sin, None, 0)
-        return self._head(module, x), kv
+        return module.output_logits(x), kv
 
     def window(self, params, tokens_BxL, cache, prev_logits_BxLxV, block_start):
         """Logits with the window recomputed against the cache (rows outside: stale)."""
@@ -117,5 +89,5 @@ class BlockCache:
         ids = jax.lax.dynamic_slice_in_dim(tokens_BxL, start, width, axis=1)
         x = embed_tokens(module.embed[...], ids).astype(self.dtype)
         x, _ = self._layers(module, x, cos, sin, cache, start)
-        logits = self._head(module, x)
+        logits = module.output_logits(x)
         return jax.lax.dynamic_update_slice_in_dim(prev_logits_BxLxV, logits, start, axis=1)

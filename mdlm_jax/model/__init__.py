@@ -28,11 +28,16 @@ def build(model_cfg, key=None, *, transform=None) -> nnx.Module:
     return module
 
 
+def bind(graphdef, abstract_state, params) -> nnx.Module:
+    """The module of ``graphdef`` holding the plain-dict ``params``."""
+    state = jax.tree.map(lambda v: v, abstract_state)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
 def make_apply(graphdef, abstract_state) -> Apply:
     def apply(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
-        state = jax.tree.map(lambda v: v, abstract_state)
-        nnx.replace_by_pure_dict(state, params)
-        module = nnx.merge(graphdef, state)
+        module = bind(graphdef, abstract_state, params)
         return module(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
                       embeds_BxLxD=embeds_BxLxD)
 
@@ -89,6 +94,6 @@ def count_params(params) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-__all__ = ["Apply", "Transformer", "abstract", "build", "count_params", "create",
+__all__ = ["Apply", "Transformer", "abstract", "bind", "build", "count_params", "create",
            "embed_tokens", "head_dim", "init_fn", "kv_heads", "logical_axes_of",
            "make_apply"]

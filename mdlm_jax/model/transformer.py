@@ -61,16 +61,26 @@ class Attention(nnx.Module):
         self.o = Projection((n, k), (d,), ("heads", "head_dim"), ("embed",),
                             use_bias=False, **kw)
 
-    def __call__(self, x, rope, *, causal, segment_ids, impl, dtype):
+    def __call__(self, x, rope, *, causal, segment_ids, impl, dtype, cache=None):
+        """``(output, (k, v))`` of the window ``x``. With ``cache = (K, V, start)`` the
+        window's keys and values are written into the cached K/V at ``start`` and the
+        window attends to all of them (block-wise KV caching for sampling)."""
         cos, sin = rope
         q = apply_rope(self.q(x, dtype), cos, sin)
         k = apply_rope(self.k(x, dtype), cos, sin)
         v = self.v(x, dtype)
         q = constrain(q, ("batch", "length", "heads", "head_dim"))
         k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
-        out = attention(q, k, v, causal=causal, segment_ids_BxL=segment_ids,
+        keys, values = k, v
+        if cache is not None:
+            cached_k, cached_v, start = cache
+            keys = jax.lax.dynamic_update_slice_in_dim(cached_k, k.astype(cached_k.dtype),
+                                                       start, axis=1)
+            values = jax.lax.dynamic_update_slice_in_dim(cached_v, v.astype(cached_v.dtype),
+                                                         start, axis=1)
+        out = attention(q, keys, values, causal=causal, segment_ids_BxL=segment_ids,
                         implementation=impl)
-        return self.o(out, dtype)
+        return self.o(out, dtype), (k, v)
 
 
 class Block(nnx.Module):
@@ -93,13 +103,15 @@ class Block(nnx.Module):
             self.up = Projection((d,), (f,), ("embed",), ("mlp",), use_bias=False, **kw)
             self.down = Projection((f,), (d,), ("mlp",), ("embed",), use_bias=False, **kw)
 
-    def __call__(self, x, cond, rope, *, causal, segment_ids, impl, dtype):
-        attn_kw = dict(causal=causal, segment_ids=segment_ids, impl=impl, dtype=dtype)
+    def __call__(self, x, cond, rope, *, causal, segment_ids, impl, dtype, cache=None):
+        """``(x, (k, v))``: the block's output and its keys / values (see ``Attention``)."""
+        attn_kw = dict(causal=causal, segment_ids=segment_ids, impl=impl, dtype=dtype,
+                       cache=cache)
         if self.dit:
             mod = self.adaln(cond, jnp.float32)[:, None, :]
             shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
             h = self.attn_norm(x, jnp.float32) * (1 + scale1) + shift1
-            h = self.attn(h.astype(dtype), rope, **attn_kw)
+            h, kv = self.attn(h.astype(dtype), rope, **attn_kw)
             x = x + (gate1 * h.astype(jnp.float32)).astype(x.dtype)
             h = self.mlp_norm(x, jnp.float32) * (1 + scale2) + shift2
             h = self.fc_in(h.astype(dtype), dtype)
@@ -108,12 +120,13 @@ class Block(nnx.Module):
             h = self.fc_out(h, dtype)
             x = x + (gate2 * h.astype(jnp.float32)).astype(x.dtype)
         else:
-            x = x + self.attn(self.attn_norm(x, dtype), rope, **attn_kw).astype(x.dtype)
+            h, kv = self.attn(self.attn_norm(x, dtype), rope, **attn_kw)
+            x = x + h.astype(x.dtype)
             h = self.mlp_norm(x, dtype)
             h = jax.nn.silu(self.gate(h, dtype)) * self.up(h, dtype)
             h = constrain(h, ("batch", "length", "mlp"))
             x = x + self.down(h, dtype).astype(x.dtype)
-        return constrain(x, ("batch", "length", "embed"))
+        return constrain(x, ("batch", "length", "embed")), kv
 
 
 def _stack_logical_axes(module: nnx.Module) -> None:
@@ -172,7 +185,7 @@ class Transformer(nnx.Module):
         graphdef, stacked = nnx.split(self.blocks)
 
         def layer(x, block_state):
-            return nnx.merge(graphdef, block_state)(x, cond, rope, **kw)
+            return nnx.merge(graphdef, block_state)(x, cond, rope, **kw)[0]
 
         if cfg.remat_policy != "none":
             policy = (None if cfg.remat_policy == "full"
@@ -183,19 +196,24 @@ class Transformer(nnx.Module):
         else:
             for i in range(cfg.n_layers):
                 x = layer(x, jax.tree.map(lambda a, i=i: a[i], stacked))
-        if cfg.family == "dit":
+        logits = self.output_logits(x, cond)
+        if cfg.logit_shift:
+            logits = jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
+        return logits
+
+    def output_logits(self, x, cond=None):
+        """The final norm (adaLN-modulated for the DiT) and the output head: float32."""
+        dtype = dtype_of(self.cfg.dtype)
+        if self.cfg.family == "dit":
             shift, scale = jnp.split(self.final_adaln(cond, jnp.float32)[:, None, :], 2, -1)
             h = (self.final_norm(x, jnp.float32) * (1 + scale) + shift).astype(dtype)
         else:
             h = self.final_norm(x, dtype)
-        if cfg.tie_embeddings:
+        if self.cfg.tie_embeddings:
             logits = jnp.einsum("bld,vd->blv", h, self.embed[...].astype(dtype))
         else:
             logits = self.head(h, dtype)
-        logits = constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
-        if cfg.logit_shift:
-            logits = jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
-        return logits
+        return constrain(logits.astype(jnp.float32), ("batch", "length", "vocab"))
 
 
 def embed_tokens(table_VxD, tokens_BxL):
