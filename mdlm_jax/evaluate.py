@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from mdlm_jax.checks import is_diffusion
 from mdlm_jax.data import pipeline
 from mdlm_jax.diffusion import forward, losses, schedules
+from mdlm_jax.monitoring import unused_path
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 
@@ -104,11 +104,7 @@ def run(config, workdir: str) -> dict:
     result["step"] = step
     print(format_result(result, config))
     if jax.process_index() == 0:
-        path = os.path.join(workdir, f"eval_step{step}.json")
-        n = 1
-        while os.path.exists(path):
-            path = os.path.join(workdir, f"eval_step{step}_{n}.json")
-            n += 1
-        with open(path, "w") as f:
+        path = unused_path(workdir, f"eval_step{step}", ".json")
+        with open(path, "x") as f:
             json.dump(result, f, indent=2)
     return result

@@ -96,6 +96,16 @@ def _py(v):
         return str(v)
 
 
+def unused_path(folder: str, name: str, ext: str = ".jsonl") -> str:
+    """``folder/name.ext``, or ``name_1``, ``name_2``... when taken: results never overwrite
+    earlier ones."""
+    path, n = os.path.join(folder, name + ext), 0
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(folder, f"{name}_{n}{ext}")
+    return path
+
+
 def read_metrics(workdir: str, kind: str | None = None) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from mdlm_jax.diffusion import sample_metrics, sampler
+from mdlm_jax.monitoring import unused_path
 
 
 def param_shardings_for(params, config, mesh):
@@ -68,14 +69,6 @@ def records(out, s, gen_start, tokenizer, *, prompt="", prompt_ids=(), step=None
             "unigram_entropy": sample_metrics.unigram_entropy(ids),
         })
     return rows
-
-
-def unused_path(folder: str, name: str, ext: str = ".jsonl") -> str:
-    path, n = os.path.join(folder, name + ext), 0
-    while os.path.exists(path):
-        n += 1
-        path = os.path.join(folder, f"{name}_{n}{ext}")
-    return path
 
 
 def write_jsonl(rows, workdir: str, step, strategy: str) -> str:
