@@ -155,3 +155,57 @@ def build_tiny_model(family="dit", *, randomize=True, **overrides):
 def tiny_model():
     """A factory: ``cfg, apply, params = tiny_model('llama', n_kv_heads=1)``."""
     return build_tiny_model
+
+
+def run_captured(config, workdir):
+    """``train.run`` with its console output captured: ``(summary, console)``."""
+    import contextlib
+    import io
+
+    from mdlm_jax import train
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary = train.run(config, str(workdir))
+    return summary, out.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(argv_of, *, timeout_s, extra_env=None):
+    """Run ``argv_of(i)`` for i = 0, 1 as one JAX job of two local processes with 4 CPU
+    devices each (joined on 127.0.0.1); returns the failures, one message per process
+    that timed out or exited non-zero (with the end of its stderr)."""
+    import subprocess
+
+    port = free_port()
+    procs = []
+    for i in range(2):
+        env = dict(os.environ)
+        env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+                   MDLM_COORDINATOR=f"127.0.0.1:{port}", MDLM_NUM_PROCESSES="2",
+                   MDLM_PROCESS_ID=str(i),
+                   PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+                   **(extra_env or {}))
+        procs.append(subprocess.Popen(argv_of(i), cwd=str(REPO), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    failures = []
+    for i, p in enumerate(procs):
+        try:
+            _, stderr = p.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            _, stderr = p.communicate()
+            failures.append(f"process {i} timed out after {timeout_s}s\n{stderr[-4000:]}")
+            continue
+        if p.returncode != 0:
+            failures.append(f"process {i} exited with {p.returncode}\n{stderr[-6000:]}")
+    return failures

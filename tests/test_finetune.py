@@ -1,14 +1,12 @@
 """Mask-agnostic LoRA fine-tuning through the train loop: exact resume, frozen base."""
 
-import contextlib
-import io
 
 import jax
 import numpy as np
 import pytest
 
 from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import monitoring, train
+from mdlm_jax import monitoring
 
 N = 3  # fine-tune steps before the interruption; the uninterrupted run does 2N
 
@@ -33,22 +31,15 @@ def finetune_config(base_workdir, num_steps):
     return c
 
 
-def quiet_run(config, workdir):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        summary = train.run(config, str(workdir))
-    return summary, out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from conftest import make_tiny_config
+    from conftest import make_tiny_config, run_captured
 
     root = tmp_path_factory.mktemp("finetune")
-    quiet_run(make_tiny_config(train__num_steps=4), root / "base")
-    full = quiet_run(finetune_config(root / "base", 2 * N), root / "full")
-    quiet_run(finetune_config(root / "base", N), root / "resumed")
-    second = quiet_run(finetune_config(root / "base", 2 * N), root / "resumed")
+    run_captured(make_tiny_config(train__num_steps=4), root / "base")
+    full = run_captured(finetune_config(root / "base", 2 * N), root / "full")
+    run_captured(finetune_config(root / "base", N), root / "resumed")
+    second = run_captured(finetune_config(root / "base", 2 * N), root / "resumed")
     return {"root": root, "full": full, "second": second}
 
 

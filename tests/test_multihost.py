@@ -6,8 +6,6 @@ index); the global arrays are assembled with ``jax.make_array_from_process_local
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -21,12 +19,6 @@ N = 4
 TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def config(num_steps):
     from conftest import make_tiny_config
 
@@ -36,39 +28,19 @@ def config(num_steps):
 
 def launch(cfg, workdir, tmp, tag, *, skip_final_eval=False):
     """Start both processes, wait, return ``(results, failures)``."""
+    from conftest import run_two_processes
+
     cfg_dir = tmp / f"cfg_{tag}"
     ckpt.write_config(str(cfg_dir), cfg)
-    port = free_port()
-    procs = []
-    for i in range(2):
-        env = dict(os.environ)
-        env.update(
-            XLA_FLAGS="--xla_force_host_platform_device_count=4",
-            JAX_PLATFORMS="cpu",
-            MDLM_COORDINATOR=f"127.0.0.1:{port}",
-            MDLM_NUM_PROCESSES="2",
-            MDLM_PROCESS_ID=str(i),
-            PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
-            MDLM_TEST_SKIP_FINAL_EVAL="1" if skip_final_eval else "0",
-        )
-        out = tmp / f"{tag}_{i}.json"
-        procs.append((subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "multihost_worker.py"), str(cfg_dir),
-             str(workdir), str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True), out))
-    results, failures = [], []
-    for i, (p, out) in enumerate(procs):
-        try:
-            stdout, stderr = p.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for q, _ in procs:
-                q.kill()
-            stdout, stderr = p.communicate()
-            failures.append(f"process {i} timed out after {TIMEOUT_S}s\n{stderr[-4000:]}")
-            continue
-        if p.returncode != 0:
-            failures.append(f"process {i} exited with {p.returncode}\n{stderr[-6000:]}")
-        else:
+    outs = [tmp / f"{tag}_{i}.json" for i in range(2)]
+    failures = run_two_processes(
+        lambda i: [sys.executable, os.path.join(HERE, "multihost_worker.py"), str(cfg_dir),
+                   str(workdir), str(outs[i])],
+        timeout_s=TIMEOUT_S,
+        extra_env={"MDLM_TEST_SKIP_FINAL_EVAL": "1" if skip_final_eval else "0"})
+    results = []
+    for out in outs:
+        if out.exists():
             with open(out) as f:
                 results.append(json.load(f))
     return results, [f"{tag}: {f}" for f in failures]

@@ -1,7 +1,5 @@
 """The training loop end to end: learning, exact resume, refusals with clear messages."""
 
-import contextlib
-import io
 import os
 import shutil
 
@@ -26,15 +24,10 @@ def resume_config(num_steps):
                             optimizer__ema_decay=0.9, optimizer__warmup_steps=5)
 
 
-def run_captured(config, workdir):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        summary = train.run(config, str(workdir))
-    return summary, out.getvalue()
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    from conftest import run_captured
+
     root = tmp_path_factory.mktemp("train")
     full, _ = run_captured(resume_config(2 * N), root / "full")
     first, _ = run_captured(resume_config(N), root / "resumed")

@@ -2,8 +2,6 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -17,37 +15,18 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_sharded_load_matches_plain_load(tmp_path):
     src = str(tmp_path / "llama")
     fx.torch_model("llama").save_pretrained(src, safe_serialization=True)
-    port = free_port()
-    procs = []
-    for i in range(2):
-        env = dict(os.environ)
-        env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-                   MDLM_COORDINATOR=f"127.0.0.1:{port}", MDLM_NUM_PROCESSES="2",
-                   MDLM_PROCESS_ID=str(i),
-                   PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
-        out = tmp_path / f"out_{i}.json"
-        procs.append((subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "hf_multihost_worker.py"), src, str(out)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-            out))
+    from conftest import run_two_processes
+
+    outs = [tmp_path / f"out_{i}.json" for i in range(2)]
+    failures = run_two_processes(
+        lambda i: [sys.executable, os.path.join(HERE, "hf_multihost_worker.py"), src,
+                   str(outs[i])], timeout_s=TIMEOUT_S)
+    assert not failures, "\n\n".join(failures)
     results = []
-    for i, (p, out) in enumerate(procs):
-        try:
-            _, stderr = p.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for q, _ in procs:
-                q.kill()
-            pytest.fail(f"process {i} timed out after {TIMEOUT_S}s")
-        assert p.returncode == 0, f"process {i} failed:\n{stderr[-6000:]}"
+    for out in outs:
         with open(out) as f:
             results.append(json.load(f))
     assert sorted(r["process_index"] for r in results) == [0, 1]
