@@ -15,6 +15,7 @@ import jax
 from mdlm_jax import checkpoint as ckpt
 from mdlm_jax.checkpoint import hf
 from mdlm_jax.config_base import base_config
+from mdlm_jax.model import count_params
 from mdlm_jax.parallel.mesh import make_mesh
 
 
@@ -35,7 +36,7 @@ def run(src_dir: str, workdir: str, *, as_diffusion: bool = False, dtype=None):
     config.model.init_from = ""  # the workdir's checkpoint is the starting point now
     path = ckpt.save_params(workdir, params, config, step=0)
     if jax.process_index() == 0:
-        n = sum(x.size for x in jax.tree.leaves(params))
+        n = count_params(params)
         print(f"converted {info.family} model from {info.path} ({n / 1e6:.1f}M parameters, "
               f"mask id {info.mask_id}) to {path}")
     return config

@@ -315,10 +315,9 @@ def init_params_from(config: mlc.ConfigDict, mesh=None) -> dict:
     path = config.model.init_from
     if not path:
         raise ValueError("config.model.init_from is empty: name a HF model directory")
-    probe = inspect(path)
-    as_diffusion = probe.model_fields["causal"] and not config.model.causal
-    info = (inspect(path, as_diffusion=True, dtype=config.model.param_dtype) if as_diffusion
-            else inspect(path, dtype=config.model.param_dtype))
+    info = inspect(path, dtype=config.model.param_dtype)
+    if info.model_fields["causal"] and not config.model.causal:  # adapt the AR model
+        info = inspect(path, as_diffusion=True, dtype=config.model.param_dtype)
     for key in ARCH_FIELDS:
         if key not in info.model_fields:
             continue
