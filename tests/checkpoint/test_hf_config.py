@@ -22,9 +22,14 @@ from mdlm_jax.checkpoint.hf_config import configure_from_directory
 from mdlm_jax.config_base import base_config
 
 FAMILIES = ("llada", "dream", "llama", "qwen2")
-# What a CPU run changes; none of it is something the directory defines.
+# What a laptop run changes (steps, sizes of the work, float32 and XLA attention on CPU);
+# none of it is something the directory defines.
 CPU_RUN = {"train.num_steps": 2, "optimizer.grad_accum_steps": 2, "eval.num_batches": 1,
            "model.attention_impl": "xla", "train.progress_bar": False}
+LLADA_CPU_RUN = {**CPU_RUN, "data.seq_len": 128, "model.dtype": "float32",
+                 "model.param_dtype": "float32", "model.remat_policy": "none",
+                 "loss.mask_agnostic.max_masks": 32, "loss.mask_agnostic.curriculum_start": 4,
+                 "loss.mask_agnostic.probe_mask_counts": (0, 8)}
 
 
 @pytest.fixture(scope="module")
@@ -126,27 +131,51 @@ def test_unfilled_config_is_refused_without_naming_a_function(published):
 
 
 # ------------------------------------------------------- recipes as shipped
-@pytest.mark.parametrize("name,variant", [("llada_8b_base_ma", "ce_tv"),
-                                          ("llada_8b_instruct_ma", "ce")])
-def test_llada_mask_agnostic_recipe_runs_as_shipped(published, tmp_path, name, variant):
-    config = resolved(name, f"{variant},path={published['llada']},data={published['data']}",
-                      CPU_RUN)
-    assert (config.lora.rank, config.data.seq_len) == (64, 1024)  # the recipe's own
-    assert config.model.dtype == "bfloat16"
+def llada_arg(published, variant):
+    return f"{variant},path={published['llada']},data={published['data']}"
+
+
+def test_llada_base_mask_agnostic_recipe_runs_as_shipped(published, tmp_path):
+    config = resolved("llada_8b_base_ma", llada_arg(published, "ce_tv"), LLADA_CPU_RUN)
+    assert config.lora.rank == 64 and config.loss.mask_agnostic.beta == 1.0  # the recipe's
     summary, console = run_captured(config, tmp_path / "run")
     assert summary["end_step"] == 2 and all(np.isfinite(loss) for _, loss in summary["losses"])
-    assert {"tv_mean", "ce@0"} <= set(summary["invariance"])
+    assert {"tv_mean", "ce@0", "ce@8"} <= set(summary["invariance"])
     assert "invariance before training" in console
 
 
-@pytest.mark.parametrize("fam", ["qwen2", "llama"])
-def test_quickstart_from_ar_runs_as_shipped(published, tmp_path, fam):
-    config = resolved("quickstart_from_ar", published[fam],
+def test_llada_instruct_recipe_reads_its_data_with_the_directory_tokenizer(published):
+    from mdlm_jax.checks import validate_config
+    from mdlm_jax.data import pipeline
+
+    config = resolved("llada_8b_instruct_ma", llada_arg(published, "ce"), LLADA_CPU_RUN)
+    validate_config(config)
+    batch = next(pipeline.make_iterator(config.data, "train", global_batch_size=3, seed=0))
+    tokens, answer = batch["tokens"], batch["answer_mask"]
+    specials = {v: k for k, v in fx.PUBLISHED_SPECIALS["llada"].items()}
+    assert (tokens[:, 0] == specials["<|startoftext|>"]).all()  # the chat template's BOS
+    for row, ans in zip(tokens, answer):
+        end = np.flatnonzero(ans)[-1]
+        assert row[end] == specials["<|eot_id|>"]  # the answer closes its turn
+        assert (row[end + 1:] == specials["<|endoftext|>"]).all()  # EOS padding, id 49
+    assert config.loss.mask_agnostic.eos_id == specials["<|endoftext|>"]
+
+
+def test_quickstart_from_ar_runs_as_shipped(published, tmp_path):
+    config = resolved("quickstart_from_ar", published["llama"],
                       {**CPU_RUN, "train.sample_at_end": False, "eval.batch_size": 8,
                        "data.global_batch_size": 8})
-    assert config.model.vocab_size == (fx.V if fam == "qwen2" else fx.V + 1)
+    assert config.model.vocab_size == fx.V + 1  # Llama-3 has no spare row: one appended
     summary, _ = run_captured(config, tmp_path / "run")
     assert summary["end_step"] == 2 and np.isfinite(summary["eval"]["nats_per_token"])
+
+
+def test_quickstart_from_ar_takes_a_spare_row_of_qwen2(published):
+    config = resolved("quickstart_from_ar", published["qwen2"], {})
+    assert (config.model.vocab_size, config.diffusion.mask_id) == (fx.V, 60)
+    assert config.model.qkv_bias and config.model.rope_theta == 1e6
+    params = hf.init_params_from(config)
+    assert params["blocks"]["attn"]["q"]["bias"].shape == (fx.NL, fx.H, fx.D // fx.H)
 
 
 @pytest.mark.parametrize("fam", FAMILIES + ("mdlm",))
