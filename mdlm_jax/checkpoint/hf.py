@@ -307,3 +307,7 @@ def init_params_from(config: mlc.ConfigDict, mesh=None) -> dict:
         info = inspect(path, as_diffusion=True, dtype=config.model.param_dtype)
     hf_config.check_agrees(config, info)
     return read_params(info, config.model, mesh=mesh, rules=config.mesh.rules)
+
+
+__all__ = ["ARCH_FIELDS", "DIFFUSION_FAMILIES", "FAMILIES", "HFInfo", "export",
+           "init_params_from", "inspect", "load", "model_config", "read_params", "tokenizer"]
