@@ -1,9 +1,13 @@
 """A config that names a model directory takes from it what the directory defines.
 
 Tiny directories laid out as the published LLaDA-8B-Base, Dream-v0-Base-7B, Llama-3-8B
-and Qwen2.5-7B checkpoints (``test_hf_fixtures.write_published_dir``): every recipe that
-starts from a published model runs on them as shipped, given only the directory and the
-data (plus the step counts and CPU attention a laptop run needs).
+and Qwen2.5-7B checkpoints (``test_hf_fixtures.write_published_dir``), given to the
+recipes as shipped with only the directory and the data (plus the step counts, sizes and
+CPU settings a laptop run needs, none of them a directory value): the LLaDA-Base
+mask-agnostic recipe trains two steps; the Instruct one resolves and reads its data through
+the directory's tokenizer and chat template; ``quickstart_from_ar`` trains from Llama-3
+(an appended mask row) and loads Qwen2.5 (a spare row); ``convert`` takes all five
+families (MDLM too). Training every pair would cost minutes of CI time for the same code.
 """
 
 import json
