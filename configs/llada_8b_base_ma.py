@@ -21,6 +21,11 @@ One GPU host (8 GPUs)::
 
 Args (comma separated): ``ce_tv`` | ``ce``; ``path=DIR`` (HF checkpoint directory, also the
 tokenizer); ``data=GLOB`` (OpenOrca JSONL files); ``smoke`` (a tiny model for CPU tests).
+
+The directory is the truth: when the command starts, the architecture, the mask id, the
+EOS / padding id and the tokenizer are read from ``path`` (``checkpoint.hf_config``), so
+the published LLaDA-8B values below only describe the model when no directory is given. A
+``--config.model.*`` override that contradicts the directory is an error.
 """
 
 from mdlm_jax.config_base import base_config, lock
@@ -30,7 +35,7 @@ from mdlm_jax.config_base import parse_arg as parse_config_arg
 VARIANTS = {"base": {"ce_tv": (1.0, 1e-5), "ce": (0.0, 1e-6)},
             "instruct": {"ce_tv": (10.0, 1e-6), "ce": (0.0, 1e-5)}}
 FLAGS = ("ce_tv", "ce", "smoke")
-LLADA_EOS = 126081  # <|endoftext|>, LLaDA's padding token in SFT
+LLADA_EOS = 126081  # <|endoftext|>, LLaDA's padding token in SFT (the directory's wins)
 
 
 def parse_arg(arg, name="llada_8b_ma"):
@@ -48,6 +53,7 @@ def llada_ma_config(kind: str, arg=None):
     path = values.get("path", "")
     c = base_config()
     m = c.model
+    # LLaDA-8B's published architecture and ids: replaced by the directory's (path=).
     m.family = "llama"
     m.vocab_size = 126464
     m.d_model = 4096

@@ -60,7 +60,8 @@ def check_tokenizer(config):
         raise ValueError(f"the {config.data.tokenizer!r} tokenizer emits {tok.vocab_size} ids "
                          f"but model.vocab_size={config.model.vocab_size}; raise "
                          "model.vocab_size")
-    if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id:
+    own_mask = config.diffusion.mask_id == tok.mask_id  # the tokenizer's mask token
+    if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id and not own_mask:
         raise ValueError(f"diffusion.mask_id={config.diffusion.mask_id} collides with the "
                          f"tokenizer's ids (0..{tok.vocab_size - 1}); use an id >= "
                          f"{tok.vocab_size}")

@@ -43,6 +43,10 @@ def _dispatch(argv):
     if FLAGS.config is None or not FLAGS.workdir:
         raise app.UsageError(f"{command} needs --config configs/X.py and --workdir DIR")
     config = FLAGS.config
+    if config.model.init_from:  # the model directory defines the model, ids and tokenizer
+        from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
+        configure_from_directory(config, explicit=explicit_overrides())
     if command == "train":
         from mdlm_jax import train
 
@@ -55,6 +59,14 @@ def _dispatch(argv):
         from mdlm_jax import sample
 
         sample.run(config, FLAGS.workdir)
+
+
+def explicit_overrides() -> dict:
+    """The values set on the command line: ``--config.KEY=VALUE`` -> ``{'KEY': VALUE}``.
+
+    absl applies them after the config file's ``get_config``; a config that names a model
+    directory checks them against it (``hf_config.configure_from_directory``)."""
+    return dict(config_flags.get_override_values(FLAGS["config"]))
 
 
 def _parse(argv):

@@ -1,8 +1,9 @@
 """Tokenizers: byte-level characters, GPT-2 BPE and any Hugging Face ``tokenizer.json``.
 
 Every tokenizer exposes ``name``, ``vocab_size`` (number of ids it can emit, EOS included),
-``eos_id``, ``encode(text)``, ``encode_batch(texts)`` and ``decode(ids)``. ``decode`` renders
-ids outside the vocabulary (a diffusion mask id, for instance) as ``MASK_GLYPH``.
+``eos_id``, ``mask_id`` (its own mask token, as LLaDA's and Dream's tokenizers have; else
+None), ``encode(text)``, ``encode_batch(texts)`` and ``decode(ids)``. ``decode`` renders ids
+outside the vocabulary (a diffusion mask id, for instance) and ``mask_id`` as ``MASK_GLYPH``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 MASK_GLYPH = "▒"
 TOKENIZERS = ("char", "gpt2", "hf")
 EOS_NAMES = ("<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
+MASK_TOKEN_NAMES = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>", "<|MASK|>")
 
 
 def _as_ids(ids) -> list[int]:
@@ -29,6 +31,7 @@ class Tokenizer:
     name: str
     vocab_size: int
     eos_id: int
+    mask_id: int | None = None
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -40,10 +43,11 @@ class Tokenizer:
         raise NotImplementedError
 
     def decode(self, ids) -> str:
-        """Text of ``ids``; ids >= ``vocab_size`` (or negative) become ``MASK_GLYPH``."""
+        """Text of ``ids``; ids >= ``vocab_size`` (or negative) and ``mask_id`` become
+        ``MASK_GLYPH``."""
         out, run = [], []
         for i in _as_ids(ids):
-            if 0 <= i < self.vocab_size:
+            if 0 <= i < self.vocab_size and i != self.mask_id:
                 run.append(i)
                 continue
             if run:
@@ -89,6 +93,8 @@ class _RustTokenizer(Tokenizer):
         self.name = name
         self.eos_id = int(eos_id)
         self.vocab_size = max(tok.get_vocab_size(with_added_tokens=True), self.eos_id + 1)
+        masks = [tok.token_to_id(n) for n in MASK_TOKEN_NAMES if tok.token_to_id(n) is not None]
+        self.mask_id = masks[0] if masks else None
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
