@@ -1,0 +1,196 @@
+"""lm-eval end to end on tiny models: custom tasks with local data files (multiple choice,
+generation, rolling perplexity), for an MDLM and an AR workdir; stop sequences."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval is part of the test extra: pip install -e .[test]")
+
+from mdlm_jax import checkpoint as ckpt  # noqa: E402
+from mdlm_jax import model as model_lib  # noqa: E402
+from mdlm_jax.benchmark import generation, loading, run  # noqa: E402
+from mdlm_jax.benchmark.harness import MDLMJax, settings_config  # noqa: E402
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+DOCS = [
+    {"q": "2+2", "choices": ["4", "5", "22"], "label": 0, "answer": "4",
+     "text": "In the beginning was the word."},
+    {"q": "1+2", "choices": ["3", "12"], "label": 0, "answer": "3",
+     "text": "And the earth was without form, and void; and darkness was upon the deep."},
+    {"q": "3+3", "choices": ["33", "6"], "label": 1, "answer": "6",
+     "text": "Let there be light."},
+]
+TASKS = {
+    "tiny_mc": """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files: {test: DATA}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Q: {{q}}\\nA:"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{label}}"
+metric_list:
+  - metric: acc
+""",
+    "tiny_gen": """task: tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files: {test: DATA}
+test_split: test
+output_type: generate_until
+doc_to_text: "Q: {{q}}\\nA:"
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["\\n", "Q:"]
+  do_sample: false
+metric_list:
+  - metric: exact_match
+""",
+    "tiny_ppl": """task: tiny_ppl
+dataset_path: json
+dataset_kwargs:
+  data_files: {test: DATA}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{text}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: bits_per_byte
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tasks")
+    data = folder / "docs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    for name, text in TASKS.items():
+        (folder / f"{name}.yaml").write_text(text.replace("DATA", str(data)))
+    return str(folder)
+
+
+def _workdir(root, tiny_config, causal: bool):
+    cfg = tiny_config(model__max_length=128, data__seq_len=128)
+    with cfg.unlocked():
+        if causal:
+            cfg.model.family, cfg.model.causal = "llama", True
+            cfg.loss.terms = {"ar_nll": 1.0}
+    _, params = model_lib.create(cfg.model, jax.random.key(3))
+    path = os.path.join(root, "ar" if causal else "mdlm")
+    ckpt.save_params(path, params, cfg, step=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+    from tests.conftest import make_tiny_config
+
+    root = str(tmp_path_factory.mktemp("models"))
+    return {k: _workdir(root, make_tiny_config, k == "ar") for k in ("mdlm", "ar")}
+
+
+def _recipe(path, task_dir, out, **sampler):
+    cfg = settings_config(path=path, tasks="tiny_mc,tiny_gen,tiny_ppl", include_path=task_dir,
+                          mc_samples=8, mc_batch_size=8, batch_size=8, num_fewshot=0,
+                          output_dir=out, rolling_batch_size=2, strategy="confidence",
+                          steps=8, gen_length=8, block_length=4, temperature=0.0,
+                          source="test", published="none")
+    with cfg.unlocked():
+        for k, v in sampler.items():
+            cfg.sampler[k] = v
+    return cfg
+
+
+@pytest.mark.parametrize("kind", ["mdlm", "ar"])
+def test_three_task_kinds_end_to_end(kind, workdirs, task_dir, tmp_path):
+    out = str(tmp_path / "results")
+    result = run.run(_recipe(workdirs[kind], task_dir, out, extra_masks=3))
+    files = os.listdir(out)
+    assert files == ["tiny_mc+tiny_gen+tiny_ppl.json"]
+    with open(os.path.join(out, files[0])) as f:
+        written = json.load(f)
+    assert set(written["results"]) == {"tiny_mc", "tiny_gen", "tiny_ppl"}
+    assert 0.0 <= written["results"]["tiny_mc"]["acc,none"] <= 1.0
+    assert written["results"]["tiny_ppl"]["word_perplexity,none"] > 1.0
+    reqs = written["requests"]
+    kinds = [r["request_type"] for r in reqs]
+    n_choices = sum(len(d["choices"]) for d in DOCS)
+    assert kinds.count("loglikelihood") == n_choices
+    assert kinds.count("generate_until") == kinds.count("loglikelihood_rolling") == len(DOCS)
+    gen = [r for r in reqs if r["request_type"] == "generate_until"]
+    assert all(r["extra_masks"] == 3 and r["settings"]["gen_length"] == 8 for r in gen)
+    assert all(r["until"] == ["\n", "Q:"] and "\n" not in r["text"] for r in gen)
+    ll = [r for r in reqs if r["request_type"] == "loglikelihood"]
+    if kind == "mdlm":
+        assert all(r["estimator"] == "llada_mc" and r["mc_samples"] == 8 for r in ll)
+        assert written["recipe"]["sampler"]["extra_masks"] == 3
+    else:
+        assert all(r["estimator"] == "exact" for r in ll)
+    assert all(r["loglikelihood"] < 0 for r in ll)
+    assert result["model"]["causal"] == (kind == "ar")
+    run.run(_recipe(workdirs[kind], task_dir, out))  # a second run never overwrites
+    assert sorted(os.listdir(out)) == [files[0], "tiny_mc+tiny_gen+tiny_ppl_1.json"]
+
+
+class _Req:
+    def __init__(self, args):
+        self.args, self.task_name, self.doc_id = args, "t", 0
+
+
+@pytest.mark.parametrize("kv_cache", ["none", "dual"])
+def test_generate_until_respects_stop_sequences(kv_cache, workdirs, tiny_config):
+    family = "mdlm" if kv_cache == "none" else "ar"
+    if kv_cache == "dual":  # the KV caches need the llama family: an MDLM llama workdir
+        cfg = tiny_config(model__max_length=128, data__seq_len=128)
+        with cfg.unlocked():
+            cfg.model.family = "llama"
+        _, params = model_lib.create(cfg.model, jax.random.key(4))
+        path = os.path.join(os.path.dirname(workdirs["ar"]), "llama_mdlm")
+        if not os.path.exists(path):
+            ckpt.save_params(path, params, cfg, step=0)
+    else:
+        path = workdirs[family]
+    lm = MDLMJax(path=path, strategy="confidence", steps=16, gen_length=16, block_length=8,
+                 temperature=0.0, batch_size=8, kv_cache=kv_cache, stop_at_eos=False)
+    prompts = ["Q: 2+2\nA:", "Q: a much longer prompt\nA:"]
+    free = lm.generate_until([_Req((p, {"until": []})) for p in prompts])
+    assert all(len(t) > 0 for t in free)
+    stops = [t[len(t) // 2] for t in free]  # a character from the middle of each text
+    cut = lm.generate_until([_Req((p, {"until": [s]})) for p, s in zip(prompts, stops)])
+    for full, s, got in zip(free, stops, cut):
+        assert got == full[:full.index(s)], (full, s, got)
+        assert s not in got
+
+
+def test_cut_at_eos_then_earliest_stop_sequence():
+    from mdlm_jax.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer()
+    ids = list(b"abc;def.ghi") + [tok.eos_id] + list(b"xyz")
+    text, kept, why = generation.cut(ids, tok, [".", ";"], end_ids=[tok.eos_id],
+                                     stop_at_eos=True)
+    assert (text, why) == ("abc", "stop:;")
+    text, kept, why = generation.cut(ids, tok, ["q"], end_ids=[tok.eos_id], stop_at_eos=True)
+    assert (text, why, len(kept)) == ("abc;def.ghi", "eos", 11)
+    text, _, why = generation.cut(ids, tok, [], end_ids=[tok.eos_id], stop_at_eos=False)
+    assert why == "length" and text.endswith("xyz")
+
+
+def test_bad_settings_and_missing_lm_eval_are_one_line_errors(monkeypatch, workdirs):
+    with pytest.raises(ValueError, match="not a benchmark or sampler setting; did you mean"):
+        settings_config(mc_sample=4)
+    with pytest.raises(FileNotFoundError, match="neither checkpoints"):
+        loading.load(os.path.dirname(workdirs["ar"]))
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[eval\]'"):
+        run.require_lm_eval()
