@@ -186,6 +186,7 @@ def base_config() -> mlc.ConfigDict:
     b.dtype = ""  # HF directories: parameter/compute dtype ('' : as stored)
     b.tasks = ""  # comma-separated lm-eval task names
     b.include_path = ""  # a folder of extra lm-eval task YAML files
+    b.builtin_tasks = True  # False: only the tasks of include_path (no index of lm-eval's)
     b.num_fewshot = -1  # -1: the task's default
     b.fewshot_as_multiturn = False
     b.chat_template = ""  # '' (plain) | llada (LLaDA / Llama-3 turns)

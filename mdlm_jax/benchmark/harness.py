@@ -20,6 +20,7 @@ written to ``benchmark.output_dir`` by the ``benchmark`` command (or to ``record
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -89,7 +90,7 @@ class MDLMJax(LM):
                              "causal (AR) model")
         self.sampling = sampler.Settings.from_config(cfg)
         self.records: list[dict] = []
-        self._mc_fn = self._rolling_fn = None
+        self._mc_fn = self._rolling_fn = self._ar_fn = None
         self._rng = jax.random.key(self.b.seed)
         self._calls = 0
 
@@ -112,6 +113,19 @@ class MDLMJax(LM):
         if add_generation_prompt:
             text += "<|start_header_id|>assistant<|end_header_id|>\n\n"
         return text
+
+    def _on_mesh(self):
+        """The mesh and logical rules (activations sharded over the data axes), if any."""
+        import contextlib
+
+        if self.mesh is None:
+            return contextlib.nullcontext()
+        from mdlm_jax.parallel import sharding
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(sharding.logical_rules(self.config.mesh.rules))
+        return stack
 
     def _key(self):
         self._calls += 1
@@ -162,9 +176,11 @@ class MDLMJax(LM):
         length = likelihood.bucket_length(len(ids), max_len)
         tokens = np.zeros((1, length), np.int32)
         tokens[0, :len(ids)] = ids
-        ll, greedy = jax.device_get(likelihood.ar_log_probs(
-            self.loaded.apply, self.loaded.params, tokens, np.asarray([q]),
-            np.asarray([len(cont)])))
+        if self._ar_fn is None:
+            self._ar_fn = jax.jit(functools.partial(likelihood.ar_log_probs, self.loaded.apply))
+        with self._on_mesh():
+            ll, greedy = jax.device_get(self._ar_fn(self.loaded.params, tokens, np.asarray([q]),
+                                                    np.asarray([len(cont)])))
         return float(ll[0]), bool(greedy[0])
 
     def _mdlm_loglikelihood(self, ctx, cont):
@@ -175,8 +191,10 @@ class MDLMJax(LM):
                 batch_size=min(b.mc_batch_size, b.mc_samples), cfg_scale=b.cfg_scale,
                 time_conditioning=self.sampling.time_conditioning)
         ctx = ctx[-(cfg.model.max_length - len(cont)):]
-        ll, terms = likelihood.mdlm_loglikelihood(self._mc_fn, self.loaded.params, ctx, cont,
-                                                  self._key(), max_length=cfg.model.max_length)
+        with self._on_mesh():
+            ll, terms = likelihood.mdlm_loglikelihood(self._mc_fn, self.loaded.params, ctx,
+                                                      cont, self._key(),
+                                                      max_length=cfg.model.max_length)
         greedy = self._greedy(ctx, cont) if b.greedy_check else False
         extra = {"estimator": "llada_mc", "mc_samples": b.mc_samples, "cfg_scale": b.cfg_scale,
                  "mc_standard_error": float(terms.std() / math.sqrt(len(terms))),
@@ -204,10 +222,11 @@ class MDLMJax(LM):
         for req in requests:
             (text,) = req.args
             ids = self.tok.encode(text)
-            ll, n = likelihood.rolling_loglikelihood(
-                self._rolling_fn, self.loaded.params, ids, self._key(),
-                window=cfg.model.max_length, causal=self.causal,
-                prefix_id=int(self.tok.eos_id), batch_size=self.b.rolling_batch_size)
+            with self._on_mesh():
+                ll, n = likelihood.rolling_loglikelihood(
+                    self._rolling_fn, self.loaded.params, ids, self._key(),
+                    window=cfg.model.max_length, causal=self.causal,
+                    prefix_id=int(self.tok.eos_id), batch_size=self.b.rolling_batch_size)
             self._record("loglikelihood_rolling", req, tokens=n, loglikelihood=ll,
                          estimator="exact" if self.causal else "negative_nelbo_bound",
                          mc_samples=0 if self.causal else self.b.mc_samples, extra_masks=0,

@@ -42,7 +42,8 @@ def evaluate(config, *, loaded=None, mesh=None) -> dict:
     start = time.perf_counter()
     lm = MDLMJax(config=config, loaded=loaded, mesh=mesh)
     load_s = time.perf_counter() - start
-    manager = TaskManager(include_path=b.include_path or None)
+    manager = TaskManager(include_path=b.include_path or None,
+                          include_defaults=b.builtin_tasks or not b.include_path)
     start = time.perf_counter()
     out = simple_evaluate(
         model=lm, tasks=tasks, num_fewshot=None if b.num_fewshot < 0 else b.num_fewshot,
@@ -87,7 +88,6 @@ def run(config) -> dict:
     """Evaluate, write the result file, print the scores beside the published ones."""
     import jax
 
-    from mdlm_jax.monitoring import unused_path
     from mdlm_jax.parallel import mesh as mesh_lib
 
     require_lm_eval()
@@ -95,12 +95,20 @@ def run(config) -> dict:
     result = evaluate(config)
     if jax.process_index() != 0 or not result:
         return result
+    path = write(result, config)
+    print(summary(result))
+    print(f"wrote {path}")
+    return result
+
+
+def write(result: dict, config) -> str:
+    """``output_dir/<tasks>.json`` (``_1``, ``_2``, ... when taken: nothing is overwritten)."""
+    from mdlm_jax.monitoring import unused_path
+
     folder = config.benchmark.output_dir
     os.makedirs(folder, exist_ok=True)
     name = config.benchmark.tasks.replace(",", "+").replace("/", "_")
     path = unused_path(folder, name, ".json")
     with open(path, "x") as f:
         json.dump(result, f, indent=1, default=str)
-    print(summary(result))
-    print(f"wrote {path}")
-    return result
+    return path

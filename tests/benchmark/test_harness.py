@@ -79,13 +79,21 @@ def task_dir(tmp_path_factory):
     return str(folder)
 
 
+def _random(model_cfg):
+    """Random weights (init zeroes the DiT head, which would make every answer equal)."""
+    from tests.conftest import _random_params, _Structure
+
+    _, shapes, _ = model_lib.abstract(model_cfg)
+    return _random_params(_Structure(shapes))
+
+
 def _workdir(root, tiny_config, causal: bool):
-    cfg = tiny_config(model__max_length=128, data__seq_len=128)
+    cfg = tiny_config()
     with cfg.unlocked():
         if causal:
             cfg.model.family, cfg.model.causal = "llama", True
             cfg.loss.terms = {"ar_nll": 1.0}
-    _, params = model_lib.create(cfg.model, jax.random.key(3))
+    params = _random(cfg.model)
     path = os.path.join(root, "ar" if causal else "mdlm")
     ckpt.save_params(path, params, cfg, step=0)
     return path
@@ -104,15 +112,15 @@ def _recipe(path, task_dir, out, **sampler):
                           mc_samples=8, mc_batch_size=8, batch_size=8, num_fewshot=0,
                           output_dir=out, rolling_batch_size=2, strategy="confidence",
                           steps=8, gen_length=8, block_length=4, temperature=0.0,
-                          source="test", published="none")
+                          source="test", published="none", builtin_tasks=False)
     with cfg.unlocked():
         for k, v in sampler.items():
             cfg.sampler[k] = v
     return cfg
 
 
-@pytest.mark.parametrize("kind", ["mdlm", "ar"])
-def test_three_task_kinds_end_to_end(kind, workdirs, task_dir, tmp_path):
+def test_three_task_kinds_end_to_end(workdirs, task_dir, tmp_path):
+    kind = "mdlm"
     out = str(tmp_path / "results")
     result = run.run(_recipe(workdirs[kind], task_dir, out, extra_masks=3))
     files = os.listdir(out)
@@ -131,14 +139,12 @@ def test_three_task_kinds_end_to_end(kind, workdirs, task_dir, tmp_path):
     assert all(r["extra_masks"] == 3 and r["settings"]["gen_length"] == 8 for r in gen)
     assert all(r["until"] == ["\n", "Q:"] and "\n" not in r["text"] for r in gen)
     ll = [r for r in reqs if r["request_type"] == "loglikelihood"]
-    if kind == "mdlm":
-        assert all(r["estimator"] == "llada_mc" and r["mc_samples"] == 8 for r in ll)
-        assert written["recipe"]["sampler"]["extra_masks"] == 3
-    else:
-        assert all(r["estimator"] == "exact" for r in ll)
-    assert all(r["loglikelihood"] < 0 for r in ll)
-    assert result["model"]["causal"] == (kind == "ar")
-    run.run(_recipe(workdirs[kind], task_dir, out))  # a second run never overwrites
+    assert all(r["estimator"] == "llada_mc" and r["mc_samples"] == 8 for r in ll)
+    assert written["recipe"]["sampler"]["extra_masks"] == 3
+    assert all(r["loglikelihood"] < 0 and r["mc_standard_error"] > 0 for r in ll)
+    assert not result["model"]["causal"]
+    cfg = _recipe(workdirs[kind], task_dir, out)
+    run.write(result, cfg)  # a second result never overwrites the first
     assert sorted(os.listdir(out)) == [files[0], "tiny_mc+tiny_gen+tiny_ppl_1.json"]
 
 
@@ -147,19 +153,39 @@ class _Req:
         self.args, self.task_name, self.doc_id = args, "t", 0
 
 
-@pytest.mark.parametrize("kv_cache", ["none", "dual"])
-def test_generate_until_respects_stop_sequences(kv_cache, workdirs, tiny_config):
-    family = "mdlm" if kv_cache == "none" else "ar"
-    if kv_cache == "dual":  # the KV caches need the llama family: an MDLM llama workdir
-        cfg = tiny_config(model__max_length=128, data__seq_len=128)
+def test_ar_requests_are_exact(workdirs):
+    import numpy as np
+
+    lm = MDLMJax(path=workdirs["ar"], batch_size=8)
+    (ll, greedy), = lm.loglikelihood([_Req(("Q: 2+2\nA: ", "4 ok"))])
+    ctx, cont = lm.encode_pair("Q: 2+2\nA: ", "4 ok")
+    assert lm.tok.decode(cont) == " 4 ok"  # the trailing space moved to the continuation
+    rows = np.zeros((len(cont), 64), np.int32)  # one row per prefix (right padding is
+    for j in range(len(cont)):  # invisible to a causal model): read its last position
+        rows[j, :len(ctx) + j] = ctx + cont[:j]
+    logp = jax.nn.log_softmax(lm.loaded.apply(lm.loaded.params, rows), axis=-1)
+    want = sum(float(logp[j, len(ctx) + j - 1, t]) for j, t in enumerate(cont))
+    np.testing.assert_allclose(ll, want, rtol=1e-4)
+    text = "In the beginning was the word, and the word was with God."  # > one window
+    (rolled,) = lm.loglikelihood_rolling([_Req((text,))])
+    rec = lm.records[-1]
+    assert rec["tokens"] == len(lm.tok.encode(text)) and rec["estimator"] == "exact"
+    assert rolled < 0
+
+
+@pytest.mark.parametrize("kind,kv_cache", [("mdlm", "none"), ("ar", "none"),
+                                           ("llama_mdlm", "dual")])
+def test_generate_until_respects_stop_sequences(kind, kv_cache, workdirs, tiny_config):
+    if kind == "llama_mdlm":  # the KV caches need the llama family: an MDLM llama workdir
+        cfg = tiny_config()
         with cfg.unlocked():
             cfg.model.family = "llama"
-        _, params = model_lib.create(cfg.model, jax.random.key(4))
+        params = _random(cfg.model)
         path = os.path.join(os.path.dirname(workdirs["ar"]), "llama_mdlm")
         if not os.path.exists(path):
             ckpt.save_params(path, params, cfg, step=0)
     else:
-        path = workdirs[family]
+        path = workdirs[kind]
     lm = MDLMJax(path=path, strategy="confidence", steps=16, gen_length=16, block_length=8,
                  temperature=0.0, batch_size=8, kv_cache=kv_cache, stop_at_eos=False)
     prompts = ["Q: 2+2\nA:", "Q: a much longer prompt\nA:"]
