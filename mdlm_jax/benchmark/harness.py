@@ -20,6 +20,7 @@ written to ``benchmark.output_dir`` by the ``benchmark`` command (or to ``record
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -204,11 +205,10 @@ class MDLMJax(LM):
     def _greedy(self, ctx, cont) -> bool:
         """LLaDA's check: unmasking one most-confident token per step from the prompt alone
         reproduces the continuation (the confidence sampler, one step per token, T = 0)."""
-        s = self.sampling.__class__(**{
-            **{f: getattr(self.sampling, f) for f in self.sampling.__dataclass_fields__},
-            "strategy": "confidence", "steps": len(cont), "gen_length": len(cont),
-            "block_length": len(cont), "temperature": 0.0, "extra_masks": 0,
-            "kv_cache": "none", "remasking": "low_confidence", "top_k": 0, "top_p": 1.0})
+        s = dataclasses.replace(
+            self.sampling, strategy="confidence", steps=len(cont), gen_length=len(cont),
+            block_length=len(cont), temperature=0.0, extra_masks=0, kv_cache="none",
+            remasking="low_confidence", top_k=0, top_p=1.0)
         got = generation.generate_until(self.loaded, [ctx], [[]], s, batch_size=1,
                                         cfg_scale=self.b.cfg_scale, stop_at_eos=False)[0]
         return got.token_ids == list(cont)

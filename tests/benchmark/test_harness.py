@@ -220,3 +220,18 @@ def test_bad_settings_and_missing_lm_eval_are_one_line_errors(monkeypatch, workd
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[eval\]'"):
         run.require_lm_eval()
+
+
+def test_greedy_check_matches_one_token_per_step_decoding(workdirs):
+    import dataclasses
+
+    lm = MDLMJax(path=workdirs["mdlm"], greedy_check=True, mc_samples=4, mc_batch_size=4,
+                 batch_size=8)
+    ctx = lm.tok.encode("Q: 2+2\nA:")
+    s = dataclasses.replace(lm.sampling, strategy="confidence", steps=3, gen_length=3,
+                            block_length=3, temperature=0.0)
+    (g,) = generation.generate_until(lm.loaded, [ctx], [[]], s, batch_size=8,
+                                     stop_at_eos=False)
+    assert lm._greedy(ctx, g.token_ids)
+    other = [(g.token_ids[0] + 1) % 256] + g.token_ids[1:]
+    assert not lm._greedy(ctx, other)
