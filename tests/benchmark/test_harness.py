@@ -235,3 +235,16 @@ def test_greedy_check_matches_one_token_per_step_decoding(workdirs):
     assert lm._greedy(ctx, g.token_ids)
     other = [(g.token_ids[0] + 1) % 256] + g.token_ids[1:]
     assert not lm._greedy(ctx, other)
+
+
+def test_benchmark_command_without_a_model_is_one_line():
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-m", "mdlm_jax.main", "benchmark", "--config",
+                        "configs/benchmarks/llada_8b_base.py:gsm8k"], cwd=repo,
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode != 0
+    assert r.stderr.startswith("error: no model path: set benchmark.path"), r.stderr
+    assert "Traceback" not in r.stderr
