@@ -102,11 +102,14 @@ def test_ar_log_probs_match_next_token_log_probs(tiny_model):
     q = jnp.asarray([len(p) for p, _ in rows])
     a = jnp.asarray([len(a) for _, a in rows])
     logp, greedy = likelihood.ar_log_probs(apply, params, jnp.asarray(tokens), q, a)
-    for i, (p, ans) in enumerate(rows):  # one forward per prefix, last position only
+    for i, (p, ans) in enumerate(rows):  # one row per prefix, its last position only
+        prefixes = np.zeros((len(ans), 12), np.int32)  # right padding: invisible (causal)
+        for j in range(len(ans)):
+            prefixes[j, :len(p) + j] = p + ans[:j]
+        lps = np.asarray(jax.nn.log_softmax(apply(params, jnp.asarray(prefixes)), axis=-1))
         want, top = 0.0, True
         for j, tok in enumerate(ans):
-            prefix = jnp.asarray([p + ans[:j]], jnp.int32)
-            lp = np.asarray(jax.nn.log_softmax(apply(params, prefix)[0, -1]))
+            lp = lps[j, len(p) + j - 1]
             want += lp[tok]
             top &= int(np.argmax(lp)) == tok
         np.testing.assert_allclose(float(logp[i]), want, rtol=1e-5)
