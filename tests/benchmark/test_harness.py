@@ -157,7 +157,9 @@ def test_ar_requests_are_exact(workdirs):
     import numpy as np
 
     lm = MDLMJax(path=workdirs["ar"], batch_size=8)
-    (ll, greedy), = lm.loglikelihood([_Req(("Q: 2+2\nA: ", "4 ok"))])
+    (ll, greedy), (other, _) = lm.loglikelihood(  # one batch, rows of different lengths
+        [_Req(("Q: 2+2\nA: ", "4 ok")), _Req(("A much longer context here:", " yes"))])
+    assert other < 0
     ctx, cont = lm.encode_pair("Q: 2+2\nA: ", "4 ok")
     assert lm.tok.decode(cont) == " 4 ok"  # the trailing space moved to the continuation
     rows = np.zeros((len(cont), 64), np.int32)  # one row per prefix (right padding is
