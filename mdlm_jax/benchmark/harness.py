@@ -162,11 +162,7 @@ class MDLMJax(LM):
             results = self._ar_loglikelihoods(pairs)
             extras = [{"estimator": "exact"}] * len(pairs)
         else:
-            results, extras = [], []
-            for ctx, cont in pairs:
-                ll, greedy, extra = self._mdlm_loglikelihood(ctx, cont)
-                results.append((ll, greedy))
-                extras.append(extra)
+            results, extras = self._mdlm_loglikelihoods(pairs)
         for req, (ctx, cont), (ll, greedy), extra in zip(requests, pairs, results, extras):
             self._record("loglikelihood", req, prompt_tokens=len(ctx), answer_tokens=len(cont),
                          loglikelihood=ll, is_greedy=greedy, extra_masks=0, **extra)
@@ -191,23 +187,32 @@ class MDLMJax(LM):
             out += [(float(ll[r]), bool(greedy[r])) for r in range(len(chunk))]
         return out
 
-    def _mdlm_loglikelihood(self, ctx, cont):
+    def _mdlm_loglikelihoods(self, pairs):
+        """LLaDA's estimate per request; several requests share a call when the samples of
+        one fill less than ``benchmark.batch_size`` rows."""
         b, cfg = self.b, self.config
+        rows = min(b.mc_batch_size, b.mc_samples)
         if self._mc_fn is None:
-            self._mc_fn = likelihood.make_mc_fn(
+            self._mc_fn = likelihood.make_mc_batch_fn(
                 self.loaded.apply, mask_id=cfg.diffusion.mask_id, num_samples=b.mc_samples,
-                batch_size=min(b.mc_batch_size, b.mc_samples), cfg_scale=b.cfg_scale,
+                batch_size=rows, cfg_scale=b.cfg_scale,
                 time_conditioning=self.sampling.time_conditioning)
-        ctx = ctx[-(cfg.model.max_length - len(cont)):]
+        max_len = cfg.model.max_length
+        pairs = [(c[-(max_len - len(a)):] if len(a) < max_len else c, a) for c, a in pairs]
+        keys = [self._key() for _ in pairs]
         with self._on_mesh():
-            ll, terms = likelihood.mdlm_loglikelihood(self._mc_fn, self.loaded.params, ctx,
-                                                      cont, self._key(),
-                                                      max_length=cfg.model.max_length)
-        greedy = self._greedy(ctx, cont) if b.greedy_check else False
-        extra = {"estimator": "llada_mc", "mc_samples": b.mc_samples, "cfg_scale": b.cfg_scale,
-                 "mc_standard_error": float(terms.std() / math.sqrt(len(terms))),
-                 "greedy_checked": bool(b.greedy_check)}
-        return ll, greedy, extra
+            got = likelihood.mdlm_loglikelihoods(self._mc_fn, self.loaded.params, pairs, keys,
+                                                 max_length=max_len,
+                                                 requests_per_call=max(1, b.batch_size // rows))
+        results, extras = [], []
+        for (ctx, cont), (ll, terms) in zip(pairs, got):
+            greedy = self._greedy(ctx, cont) if b.greedy_check else False
+            results.append((ll, greedy))
+            extras.append({"estimator": "llada_mc", "mc_samples": b.mc_samples,
+                           "cfg_scale": b.cfg_scale,
+                           "mc_standard_error": float(terms.std() / math.sqrt(len(terms))),
+                           "greedy_checked": bool(b.greedy_check)})
+        return results, extras
 
     def _greedy(self, ctx, cont) -> bool:
         """LLaDA's check: unmasking one most-confident token per step from the prompt alone

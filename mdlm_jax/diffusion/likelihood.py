@@ -99,6 +99,46 @@ def make_mc_fn(apply, *, mask_id: int, num_samples: int, batch_size: int,
         cfg_scale=cfg_scale, time_conditioning=time_conditioning))
 
 
+def make_mc_batch_fn(apply, *, mask_id: int, num_samples: int, batch_size: int,
+                     cfg_scale: float = 0.0, time_conditioning: bool = False):
+    """Jitted ``fn(params, tokens_RxL, prompt_len_R, answer_len_R, rngs_R) -> terms_RxN``:
+    :func:`mc_terms` for R requests at once (R x ``batch_size`` rows per model call), for
+    tasks with few samples per request (LLaDA uses one for single-token answers)."""
+    one = functools.partial(mc_terms, apply, mask_id=mask_id, num_samples=num_samples,
+                            batch_size=batch_size, cfg_scale=cfg_scale,
+                            time_conditioning=time_conditioning)
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
+
+
+def mdlm_loglikelihoods(mc_batch_fn, params, pairs, rngs, *, max_length: int,
+                        requests_per_call: int):
+    """``[(estimate, terms_N)]`` for ``pairs`` of (prompt_ids, answer_ids), ``rngs[i]``
+    for pair i; ``requests_per_call`` pairs per call (short calls repeat their last pair)."""
+    for q_ids, a_ids in pairs:
+        if not a_ids:
+            raise ValueError("the answer is empty: there is nothing to score")
+        if len(q_ids) + len(a_ids) > max_length:
+            raise ValueError(f"prompt ({len(q_ids)}) + answer ({len(a_ids)}) tokens exceed "
+                             f"model.max_length={max_length}; shorten the few-shot context "
+                             "(num_fewshot)")
+    out, r = [], requests_per_call
+    for i in range(0, len(pairs), r):
+        chunk = pairs[i:i + r]
+        idx = [min(j, len(chunk) - 1) for j in range(r)]
+        length = bucket_length(max(len(q) + len(a) for q, a in chunk), max_length)
+        tokens = np.zeros((r, length), np.int32)
+        q_len, a_len = np.zeros((r,), np.int32), np.zeros((r,), np.int32)
+        for row, j in enumerate(idx):
+            q, a = chunk[j]
+            tokens[row, :len(q) + len(a)] = list(q) + list(a)
+            q_len[row], a_len[row] = len(q), len(a)
+        keys = jax.numpy.stack([rngs[i + j] for j in idx])
+        terms = np.asarray(jax.device_get(mc_batch_fn(params, tokens, q_len, a_len, keys)),
+                           np.float64)
+        out += [(float(terms[j].mean()), terms[j]) for j in range(len(chunk))]
+    return out
+
+
 def bucket_length(n: int, max_length: int, multiple: int = 32) -> int:
     """``n`` rounded up to a multiple of ``multiple`` (fewer recompilations), capped."""
     return min(max_length, -(-n // multiple) * multiple)

@@ -153,3 +153,19 @@ def test_rolling_loglikelihood_ar_exact_and_mdlm_bound(tiny_config, tiny_model):
     _, n = likelihood.rolling_loglikelihood(fn, params, long_doc, jax.random.key(0),
                                             window=16, causal=False, prefix_id=0, batch_size=2)
     assert n == len(long_doc)
+
+
+def test_batched_requests_equal_one_at_a_time(tiny_model):
+    _, apply, params = tiny_model("llama")
+    kw = dict(mask_id=MASK, num_samples=4, batch_size=2)
+    single = likelihood.make_mc_fn(apply, **kw)
+    batched = likelihood.make_mc_batch_fn(apply, **kw)
+    pairs = [(PROMPT, ANSWER), ([4, 4], [8, 1, 6]), ([1], [2])]
+    keys = [jax.random.key(i) for i in range(3)]
+    got = likelihood.mdlm_loglikelihoods(batched, params, pairs, keys, max_length=32,
+                                         requests_per_call=2)
+    for (q, a), k, (est, terms) in zip(pairs, keys, got):
+        want, want_terms = likelihood.mdlm_loglikelihood(single, params, q, a, k,
+                                                         max_length=32)
+        np.testing.assert_allclose(terms, want_terms, rtol=1e-5)
+        assert est == pytest.approx(want, rel=1e-5)
