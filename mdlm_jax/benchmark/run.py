@@ -6,7 +6,9 @@
 Results go to ``benchmark.output_dir/<tasks>.json`` (an existing file is never
 overwritten): lm-eval's metrics, the recipe (``sampler`` and ``benchmark`` groups, its
 source and published score), the model's path and config, timings, and one record per
-request (decoding settings, the number of extra masks, stop reason, MC standard error).
+request (decoding settings, the number of extra masks, stop reason, MC standard error),
+and lm-eval's per-document samples (the filtered / extracted answer and its metrics).
+Standard errors are not bootstrapped (``bootstrap_iters=0``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def evaluate(config, *, loaded=None, mesh=None) -> dict:
     start = time.perf_counter()
     out = simple_evaluate(
         model=lm, tasks=tasks, num_fewshot=None if b.num_fewshot < 0 else b.num_fewshot,
-        limit=b.limit or None, task_manager=manager, log_samples=False,
+        limit=b.limit or None, task_manager=manager, log_samples=True,
         apply_chat_template=bool(b.chat_template), fewshot_as_multiturn=b.fewshot_as_multiturn,
         random_seed=b.seed, numpy_random_seed=b.seed, fewshot_random_seed=b.seed,
         bootstrap_iters=0)
@@ -65,6 +67,8 @@ def evaluate(config, *, loaded=None, mesh=None) -> dict:
         "timing": {"load_s": load_s, "eval_s": eval_s, "requests": len(lm.records),
                    "requests_per_s": len(lm.records) / max(eval_s, 1e-9)},
         "requests": lm.records,
+        # lm-eval's per-document record: the answer each filter extracted, the metrics
+        "samples": out.get("samples", {}),
     }
 
 

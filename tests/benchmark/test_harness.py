@@ -130,6 +130,8 @@ def test_three_task_kinds_end_to_end(workdirs, task_dir, tmp_path):
     assert set(written["results"]) == {"tiny_mc", "tiny_gen", "tiny_ppl"}
     assert 0.0 <= written["results"]["tiny_mc"]["acc,none"] <= 1.0
     assert written["results"]["tiny_ppl"]["word_perplexity,none"] > 1.0
+    gen_docs = written["samples"]["tiny_gen"]  # lm-eval's per-document record
+    assert len(gen_docs) == len(DOCS) and all("filtered_resps" in d for d in gen_docs)
     reqs = written["requests"]
     kinds = [r["request_type"] for r in reqs]
     n_choices = sum(len(d["choices"]) for d in DOCS)
