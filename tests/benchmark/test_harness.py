@@ -81,7 +81,7 @@ def task_dir(tmp_path_factory):
 
 def _random(model_cfg):
     """Random weights (init zeroes the DiT head, which would make every answer equal)."""
-    from tests.conftest import _random_params, _Structure
+    from conftest import _random_params, _Structure
 
     _, shapes, _ = model_lib.abstract(model_cfg)
     return _random_params(_Structure(shapes))
@@ -101,7 +101,7 @@ def _workdir(root, tiny_config, causal: bool):
 
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory):
-    from tests.conftest import make_tiny_config
+    from conftest import make_tiny_config
 
     root = str(tmp_path_factory.mktemp("models"))
     return {k: _workdir(root, make_tiny_config, k == "ar") for k in ("mdlm", "ar")}

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,9 @@ torch = pytest.importorskip("torch", reason="the reference model is built with t
 
 from mdlm_jax.benchmark import loading  # noqa: E402
 from mdlm_jax.benchmark.harness import MDLMJax  # noqa: E402
-from tests.checkpoint import test_hf_fixtures as fx  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "checkpoint"))
+import test_hf_fixtures as fx  # noqa: E402
 
 
 class _Req:
