@@ -179,6 +179,29 @@ def base_config() -> mlc.ConfigDict:
     e.num_batches = 8
     e.batch_size = 32
     e.use_ema = True
+
+    # ----------------------------------------------------------- benchmark
+    b = c.benchmark = mlc.ConfigDict()  # lm-evaluation-harness runs (mdlm_jax/benchmark/)
+    b.path = ""  # a workdir of this project or a HF model directory
+    b.dtype = ""  # HF directories: parameter/compute dtype ('' : as stored)
+    b.tasks = ""  # comma-separated lm-eval task names
+    b.include_path = ""  # a folder of extra lm-eval task YAML files
+    b.builtin_tasks = True  # False: only the tasks of include_path (no index of lm-eval's)
+    b.num_fewshot = -1  # -1: the task's default
+    b.fewshot_as_multiturn = False
+    b.chat_template = ""  # '' (plain) | llada (LLaDA / Llama-3 turns)
+    b.limit = 0  # 0: every document; n: the first n per task
+    b.batch_size = 8  # generate_until rows per sampler call (a multiple of the data axes)
+    b.mc_samples = 128  # loglikelihood: Monte Carlo samples per request (MDLM)
+    b.mc_batch_size = 32  # loglikelihood: rows per model call (divides mc_samples)
+    b.cfg_scale = 0.0  # classifier-free guidance (likelihood and generation; 0: off)
+    b.greedy_check = False  # MDLM loglikelihood is_greedy by LLaDA's one-token-a-step decode
+    b.stop_at_eos = True  # cut generations at the first end-of-text token
+    b.rolling_batch_size = 8  # loglikelihood_rolling windows per model call
+    b.output_dir = "benchmarks"  # result JSON files (never overwritten)
+    b.source = ""  # where the recipe's settings and published score come from
+    b.published = ""  # the published score(s) beside the recipe, as text
+    b.seed = 1234
     return c
 
 

@@ -3,6 +3,8 @@
     python -m mdlm_jax.main train|eval|sample --config configs/X.py[:arg] --workdir DIR \
         [--config.group.key=value ...]
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
+    python -m mdlm_jax.main benchmark --config configs/benchmarks/X.py[:task] \
+        --config.benchmark.path=DIR
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from ml_collections import config_flags
 
 from mdlm_jax.config_base import base_config, nearest_key
 
-COMMANDS = ("train", "eval", "sample", "convert")
+COMMANDS = ("train", "eval", "sample", "convert", "benchmark")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -39,6 +41,13 @@ def _dispatch(argv):
         from mdlm_jax import convert
 
         convert.run(FLAGS["from"].value, FLAGS.to, as_diffusion=FLAGS.as_diffusion)
+        return
+    if command == "benchmark":
+        if FLAGS.config is None:
+            raise app.UsageError("benchmark needs --config configs/benchmarks/X.py")
+        from mdlm_jax.benchmark import run as benchmark
+
+        benchmark.run(FLAGS.config)
         return
     if FLAGS.config is None or not FLAGS.workdir:
         raise app.UsageError(f"{command} needs --config configs/X.py and --workdir DIR")
