@@ -53,10 +53,12 @@ def load(path: str, *, mesh=None, dtype: str = "", use_ema: bool = True) -> Load
     if glob.glob(os.path.join(path, "*.safetensors")):
         from mdlm_jax import model as model_lib
         from mdlm_jax.checkpoint import hf
+        from mdlm_jax.checkpoint.hf_config import configure_from_directory
         from mdlm_jax.config_base import base_config
 
         config = base_config()
-        info = hf.apply_to_config(config, path, dtype=dtype or None)
+        info = configure_from_directory(config, path, as_diffusion=False, dtype=dtype or None)
+        config.model.param_dtype = config.model.dtype = info.dtype  # the checkpoint's, or dtype
         if config.model.causal:
             config.loss.terms = {"ar_nll": 1.0}
         params = hf.read_params(info, config.model, mesh=mesh, rules=config.mesh.rules)
