@@ -62,6 +62,7 @@ def base_config() -> mlc.ConfigDict:
     m.scan_layers = True
     m.init_std = 0.02
     m.init_from = ""  # a HF-format directory to load weights from (checkpoint.hf)
+    m.imported_from = ""  # family of imported published weights (llada | dream | ...): hf
 
     # ----------------------------------------------------------- diffusion
     d = c.diffusion = mlc.ConfigDict()
@@ -168,6 +169,7 @@ def base_config() -> mlc.ConfigDict:
     s.remasking = "low_confidence"  # confidence: low_confidence | random
     s.threshold = 0.9  # threshold strategy: tau
     s.kv_cache = "none"  # none | prefix | dual
+    s.mask_in_softmax = "auto"  # auto | keep | drop: parameterization.resolve_mask_in_softmax
     s.suppress_eos_confidence = False
     s.eos_id = -1  # EOS / end-of-turn id whose confidence is suppressed (-1: unknown)
     s.seed = 0

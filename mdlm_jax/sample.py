@@ -66,6 +66,7 @@ def records(out, s, gen_start, tokenizer, *, prompt="", prompt_ids=(), step=None
             "prompt_ids": [int(t) for t in prompt_ids], "token_ids": ids,
             "text": tokenizer.decode(ids) if tokenizer is not None else None,
             "model_calls": int(out["model_calls"]), "calls_saved": int(out["calls_saved"]),
+            "reference_model_calls": sampler.reference_model_calls(out, s),
             "unigram_entropy": sample_metrics.unigram_entropy(ids),
         })
     return rows

@@ -177,6 +177,7 @@ def apply_to_config(config: mlc.ConfigDict, path: str, *, as_diffusion: bool = F
     m = model_config(info)
     for key in list(info.model_fields) + ["param_dtype", "dtype", "init_from"]:
         config.model[key] = m[key]
+    config.model.imported_from = info.family
     if info.mask_id is not None:
         config.diffusion.mask_id = info.mask_id
     if info.tokenizer_file is not None:

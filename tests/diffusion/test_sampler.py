@@ -231,3 +231,27 @@ def test_threshold_terminates_on_nan_logits():
     canvas = jnp.full((1, 16), MASK, jnp.int32)
     out = run(nan_apply, {}, s, canvas, 0)
     assert int(out["model_calls"]) == 16 and not np.any(out["tokens"] == MASK)
+
+
+def test_any_batch_size_on_one_two_and_eight_devices(tiny, strategy="threshold"):
+    """A batch of 3 on 2 and 8 devices is padded to the data-parallel size and the
+    padding dropped: the same tokens and model calls as on one device."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from mdlm_jax.parallel import mesh as mesh_lib
+    from mdlm_jax.parallel import sharding
+
+    c, apply, params = tiny
+    s = sampler.Settings.from_config(c, strategy=strategy, threshold=0.1)
+    canvas, start = infill_canvas(batch=3)
+    one = run(apply, params, s, canvas, start)
+    for n in (2, 8):
+        mesh = mesh_lib.make_mesh(base_config().mesh, devices=jax.devices()[:n])
+        _, shapes, axes = model.abstract(c.model)
+        shard = sharding.param_shardings(axes, shapes, c.mesh.rules, mesh)
+        many = run(apply, jax.device_put(params, shard), s, canvas, start, mesh=mesh,
+                   param_shardings=shard, rules=c.mesh.rules, debug=True)
+        assert many["tokens"].shape == (3, canvas.shape[1])
+        assert many["trajectory"].shape[1] == 3
+        np.testing.assert_array_equal(one["tokens"], many["tokens"])
+        assert int(one["model_calls"]) == int(many["model_calls"])
