@@ -135,12 +135,11 @@ def sample_all_strategies(apply, params, config, tokenizer=None, *, mesh=None) -
 
         tokenizer = get_tokenizer(config.data)
     prompt_ids = _prompt_ids(config, tokenizer)
-    batch = mesh_data_size(mesh)
     out_texts = {}
     for strategy in sampler.STRATEGIES:
         cfg = config.copy_and_resolve_references()
         with cfg.unlocked():
-            cfg.sampler.batch_size = batch
+            cfg.sampler.batch_size = 1  # padded to the data-parallel size by the sampler
         try:
             out, s, gen_start = generate_batch(apply, params, cfg, prompt_ids=prompt_ids,
                                                mesh=mesh, strategy=strategy, kv_cache="none")
@@ -153,10 +152,3 @@ def sample_all_strategies(apply, params, config, tokenizer=None, *, mesh=None) -
               f"{config.sampler.prompt}{text}")
     return out_texts
 
-
-def mesh_data_size(mesh) -> int:
-    if mesh is None:
-        return 1
-    from mdlm_jax.parallel import mesh as mesh_lib
-
-    return mesh_lib.data_parallel_size(mesh)

@@ -30,6 +30,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mdlm_jax.diffusion import parameterization, schedules
 from mdlm_jax.diffusion.categorical import confidence, filter_logits, sample_x0
@@ -377,15 +378,16 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
     jitted = jax.jit(fn, in_shardings=(param_shardings, batch, rep), out_shardings=outs)
 
     def call(params, canvas, rng):
+        canvas = np.asarray(canvas)  # the same on every process; placed below
         b = canvas.shape[0]
         padded = mesh_lib.padded_batch_size(b, mesh)
         if padded != b:  # rows with nothing to decode; noise is per position (threefry
             # partitionable), so the real rows draw what they draw unpadded
-            filler = jnp.where(canvas[:1] == s.mask_id, 1 if s.mask_id == 0 else 0,
-                               canvas[:1])
-            canvas = jnp.concatenate([canvas, jnp.tile(filler, (padded - b, 1))])
+            filler = np.where(canvas[:1] == s.mask_id, 1 if s.mask_id == 0 else 0,
+                              canvas[:1])
+            canvas = np.concatenate([canvas, np.tile(filler, (padded - b, 1))])
         with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            out = jitted(params, canvas, rng)
+            out = jitted(params, jax.device_put(canvas, batch), rng)
         if padded == b:
             return out
         return {k: (v[:, :b] if k == "trajectory" else v[:b] if v.ndim else v)
