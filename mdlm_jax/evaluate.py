@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mdlm_jax.checks import is_diffusion
+from mdlm_jax.checks import is_diffusion, validate_config
 from mdlm_jax.data import pipeline
 from mdlm_jax.diffusion import forward, losses, schedules
 from mdlm_jax.monitoring import unused_path
@@ -103,6 +103,7 @@ def run(config, workdir: str) -> dict:
     """The ``eval`` command: the latest checkpoint of ``workdir`` (EMA when present)."""
     from mdlm_jax import checkpoint as ckpt
 
+    validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = ckpt.restore_params(workdir, config, mesh=mesh,

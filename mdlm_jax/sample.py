@@ -93,9 +93,11 @@ def _prompt_ids(config, tokenizer):
 def run(config, workdir: str) -> list[dict]:
     """Restore EMA params from ``workdir``, sample, write and print; returns the rows."""
     from mdlm_jax.checkpoint import restore_params
+    from mdlm_jax.checks import validate_config
     from mdlm_jax.data.tokenizers import get_tokenizer
     from mdlm_jax.parallel import mesh as mesh_lib
 
+    validate_config(config)
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = restore_params(workdir, config, mesh=mesh, use_ema=True)
     tokenizer = get_tokenizer(config.data)
