@@ -17,7 +17,9 @@ Strategies (``sampler.strategy``):
   probability ``(alpha_s - alpha_t) / (1 - alpha_t)``; MDLM's cache reuses the previous
   logits when no token changed and the model is not time-conditioned.
 - ``confidence``: LLaDA: semi-autoregressive blocks, a scheduled number of tokens
-  committed per step (``get_num_transfer_tokens``), by confidence or at random.
+  committed per step (``get_num_transfer_tokens``), by confidence or at random. A
+  time-conditioned model is told the schedule's time for the generation region's current
+  mask rate (here and in ``threshold``).
 - ``threshold``: Fast-dLLM: every masked token of the block with confidence >= tau,
   at least the most confident one per step; optional block-wise KV cache.
 
@@ -292,6 +294,13 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
     pos = jnp.arange(length)
     nb = s.num_blocks
     steps_per_block = s.steps // nb
+    region = (pos >= gen_start) & (pos < gen_start + s.gen_length)
+
+    def time_of(x):  # time-conditioned models: the schedule's time for the mask rate
+        if not s.time_conditioning:
+            return None
+        rate = jnp.sum((x == s.mask_id) & region[None], -1) / s.gen_length
+        return s.schedule.time_at(rate.astype(jnp.float32))
 
     def block_body(blk, st):
         start = gen_start + blk * s.block_length
@@ -305,7 +314,7 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
 
         def logits_at(st, j):
             if kv is None:
-                return apply(params, st["x"], None)
+                return apply(params, st["x"], time_of(st["x"]))
             return jax.lax.cond(j == 0, lambda: first_logits,
                                 lambda: kv.window(params, st["x"], cache, first_logits, start))
 

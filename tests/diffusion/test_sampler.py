@@ -255,3 +255,24 @@ def test_any_batch_size_on_one_two_and_eight_devices(tiny, strategy="threshold")
         assert many["trajectory"].shape[1] == 3
         np.testing.assert_array_equal(one["tokens"], many["tokens"])
         assert int(one["model_calls"]) == int(many["model_calls"])
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "threshold"])
+def test_time_conditioned_models_get_the_time_of_the_mask_rate(strategy):
+    """The model's prediction is round(9 t): each commit shows the t it was given, which
+    must be the linear schedule's time for the region's mask rate before that step."""
+    def t_apply(params, tokens, t=None, **_):
+        t = jnp.zeros(tokens.shape[:1]) if t is None else t
+        ids = jnp.round(9 * t).astype(jnp.int32)
+        return jnp.tile(jax.nn.one_hot(ids, V)[:, None] * 10.0, (1, tokens.shape[1], 1))
+
+    c = tiny_config(strategy=strategy, gen_length=8, block_length=8, steps=8,
+                    temperature=0.0, threshold=1.0)
+    c.model.family, c.model.time_conditioning = "dit", True
+    c.diffusion.schedule = "linear"
+    s = sampler.Settings.from_config(c)
+    out = run(t_apply, {}, s, jnp.full((1, 8), MASK, jnp.int32), 0)
+    step = out["commit_step"][0]
+    assert sorted(step.tolist()) == list(range(8))  # one commit per step
+    want = np.round(9 * (8 - step) / 8)
+    np.testing.assert_array_equal(out["tokens"][0], want)
