@@ -67,9 +67,13 @@ def _check_choice(key: str, value, choices) -> None:
         raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(map(repr, choices))}")
 
 
-def validate_config(config) -> None:
+def validate_config(config, *, sampling: bool | None = None) -> None:
     """The one validation pass of a config, run when a command loads it: every numeric
-    setting in range, every name one the code implements, the settings consistent."""
+    setting in range, every name one the code implements, the settings consistent.
+
+    ``sampling``: whether the command samples (default: ``train.sample_at_end``); the
+    sampler's canvas must then fit the model, else only its names and ranges are checked.
+    """
     from mdlm_jax import train_state
     from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
     from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
@@ -90,7 +94,8 @@ def validate_config(config) -> None:
     for name, weight in config.loss.terms.items():
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"loss.terms[{name!r}]={weight!r} must be a finite weight >= 0")
-    sampler.Settings.from_config(config).validate()
+    sampling = config.train.sample_at_end if sampling is None else sampling
+    sampler.Settings.from_config(config).validate(layout=sampling)
     if config.sampler.kv_cache != "none":
         from mdlm_jax.diffusion import kv_cache
 

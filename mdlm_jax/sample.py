@@ -97,7 +97,7 @@ def run(config, workdir: str) -> list[dict]:
     from mdlm_jax.data.tokenizers import get_tokenizer
     from mdlm_jax.parallel import mesh as mesh_lib
 
-    validate_config(config)
+    validate_config(config, sampling=True)
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = restore_params(workdir, config, mesh=mesh, use_ema=True)
     tokenizer = get_tokenizer(config.data)

@@ -93,8 +93,10 @@ class Settings:
     def num_blocks(self) -> int:
         return 1 if self.strategy == "ancestral" else self.gen_length // self.block_length
 
-    def validate(self, prompt_length: int = 0) -> Settings:
-        """Raise a one-line ``ValueError`` naming the key and the fix."""
+    def validate(self, prompt_length: int = 0, *, layout: bool = True) -> Settings:
+        """Raise a one-line ``ValueError`` naming the key and the fix. ``layout=False``
+        checks names and ranges only, not how the canvas fits the model (a run that
+        never samples)."""
 
         def bad(msg):
             raise ValueError(msg)
@@ -105,6 +107,18 @@ class Settings:
             bad(f"sampler.steps={self.steps} must be >= 1; set --config.sampler.steps=64")
         if self.gen_length < 1:
             bad(f"sampler.gen_length={self.gen_length} must be >= 1")
+        if self.block_length < 1:
+            bad(f"sampler.block_length={self.block_length} must be >= 1")
+        if self.extra_masks < 0:
+            bad(f"sampler.extra_masks={self.extra_masks} must be >= 0")
+        if layout:
+            self._validate_layout(prompt_length)
+        return self._validate_values()
+
+    def _validate_layout(self, prompt_length: int) -> None:
+        def bad(msg):
+            raise ValueError(msg)
+
         if self.strategy != "ancestral":
             if self.block_length < 1 or self.gen_length % self.block_length:
                 bad(f"sampler.block_length={self.block_length} does not divide "
@@ -112,8 +126,6 @@ class Settings:
             if self.strategy == "confidence" and self.steps % self.num_blocks:
                 bad(f"sampler.steps={self.steps} is not a multiple of the number of blocks "
                     f"{self.num_blocks} (gen_length / block_length); use a multiple")
-        if self.extra_masks < 0:
-            bad(f"sampler.extra_masks={self.extra_masks} must be >= 0")
         if prompt_length >= self.max_length:
             bad(f"the prompt ({prompt_length} tokens) is longer than the canvas "
                 f"(model.max_length={self.max_length}); shorten sampler.prompt")
@@ -124,6 +136,11 @@ class Settings:
             bad(f"sampler.extra_masks={self.extra_masks} pushes the canvas "
                 f"({prompt_length}+{self.gen_length}+{self.extra_masks}) past "
                 f"model.max_length={self.max_length}; lower sampler.extra_masks")
+
+    def _validate_values(self) -> Settings:
+        def bad(msg):
+            raise ValueError(msg)
+
         if not 0.0 < self.top_p <= 1.0:
             bad(f"sampler.top_p={self.top_p} must be in (0, 1]; use 1.0 to disable")
         if self.top_k < 0:
