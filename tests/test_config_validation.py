@@ -122,3 +122,23 @@ def test_bad_value_is_one_line_at_load_time(name, overrides, error):
                                   "llada_8b_base_ma.py:smoke"])
 def test_shipped_configs_validate(name):
     validate_config(load(name))
+
+
+@pytest.mark.parametrize("command,override,error", [
+    ("train", "--config.train.log_every=0", "error: train.log_every=0 must be"),
+    ("sample", "--config.sampler.top_p=0", "error: sampler.top_p=0.0 must be in (0, 1]"),
+])
+def test_commands_print_one_line_and_leave_no_workdir(tmp_path, command, override, error):
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "w"
+    r = subprocess.run([sys.executable, "-m", "mdlm_jax.main", command, "--config",
+                        "configs/quickstart.py:smoke", "--workdir", str(workdir), override],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(error), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not workdir.exists()
