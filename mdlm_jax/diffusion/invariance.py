@@ -1,8 +1,9 @@
 """How much appended masks move the model's answer: the mask-invariance report.
 
 For prompt/answer batches (layout in ``diffusion.losses``) the answer is noised once per
-example with the fixed probability p = (p_low + p_high) / 2 (at least one masked token)
-and fixed RNG, then fed as ``prompt + noised answer + [MASK] * k + EOS`` for each probe
+example with the fixed probability p = (p_low + p_high) / 2 (at least one masked token;
+time-conditioned models are told the schedule's time for the realised mask rate) and
+fixed RNG, then fed as ``prompt + noised answer + [MASK] * k + EOS`` for each probe
 count k. Over the masked answer positions it reports, per k:
 
     ce@k   mean -log p(a_j | x_k) per masked answer token (nats, SUBS)

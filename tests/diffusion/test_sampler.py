@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from mdlm_jax import model  # noqa: E402
 from mdlm_jax.config_base import base_config  # noqa: E402
-from mdlm_jax.diffusion import categorical, sampler  # noqa: E402
+from mdlm_jax.diffusion import categorical, parameterization, sampler  # noqa: E402
 
 V, MASK, L_MAX = 40, 39, 64
 
@@ -276,3 +276,18 @@ def test_time_conditioned_models_get_the_time_of_the_mask_rate(strategy):
     assert sorted(step.tolist()) == list(range(8))  # one commit per step
     want = np.round(9 * (8 - step) / 8)
     np.testing.assert_array_equal(out["tokens"][0], want)
+
+
+@pytest.mark.parametrize("setting,imported_from,keep", [
+    ("auto", "", False), ("auto", "llada", True), ("auto", "dream", True),
+    ("auto", "llama", False), ("auto", "mdlm", False), ("keep", "", True),
+    ("drop", "llada", False)])
+def test_mask_in_softmax_follows_the_model_family(setting, imported_from, keep):
+    c = tiny_config(mask_in_softmax=setting, temperature=0.0)
+    c.model.imported_from = imported_from
+    assert parameterization.resolve_mask_in_softmax(c) is keep
+    assert sampler.Settings.from_config(c).mask_in_softmax is keep
+    logits = jnp.zeros((1, 1, V)).at[..., MASK].set(5.0)
+    s = sampler.Settings.from_config(c)
+    picked = int(categorical.sample_x0(categorical.filter_logits(logits, s), None, s)[0, 0])
+    assert (picked == MASK) is keep  # greedy: the mask wins only when it is kept
