@@ -115,6 +115,10 @@ def llada_ma_config(kind: str, arg=None):
     c.mesh.shape = (1, 1, -1)
     c.eval.batch_size = 3
     c.sampler.eos_id = LLADA_EOS
+    sa = c.sampler  # LLaDA's published generate: greedy, low-confidence remasking, blocks
+    sa.strategy, sa.remasking, sa.temperature = "confidence", "low_confidence", 0.0
+    sa.gen_length, sa.block_length, sa.steps = 128, 32, 128
+    sa.mask_in_softmax = "keep"  # published LLaDA weights: the mask stays in the softmax
 
     if smoke:
         m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 300, 64, 2, 4, 128

@@ -41,4 +41,5 @@ def get_config(arg=None):
             raise FileNotFoundError(f"{arg} has no config.json: pass a HF-format directory "
                                     "(configs/quickstart_from_ar.py:/path/to/exported_ar)")
         m.init_from = arg
+        c.lora.full_finetune = True  # adapting the AR model trains every weight
     return lock(c)

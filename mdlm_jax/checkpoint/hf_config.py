@@ -48,6 +48,7 @@ def directory_values(info: hf.HFInfo) -> dict:
     """Dotted config key -> the value ``info``'s directory defines for it."""
     out = {f"model.{k}": v for k, v in info.model_fields.items()}
     out.setdefault("model.rope_scaling", "none")
+    out["model.imported_from"] = info.family
     if info.mask_id is not None:
         out["diffusion.mask_id"] = info.mask_id
     if info.tokenizer_file is not None:

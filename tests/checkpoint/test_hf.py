@@ -13,6 +13,7 @@ import test_hf_fixtures as fx  # noqa: E402
 
 from mdlm_jax import config_base  # noqa: E402
 from mdlm_jax.checkpoint import hf, hf_io  # noqa: E402
+from mdlm_jax.diffusion import parameterization  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="the HF tests build reference models with torch")
 TOKENS = np.random.RandomState(1).randint(0, fx.V - 4, (2, 12))
@@ -256,6 +257,9 @@ def test_config_helpers_and_init_params_from(dirs, loaded):
     assert config.diffusion.mask_id == 63 and config.data.tokenizer == "hf"
     assert config.data.tokenizer_path == info.tokenizer_file
     assert config.model.init_from == info.path and config.model.d_model == fx.D
+    # published LLaDA weights: 'auto' keeps the mask token in the sampler's softmax
+    assert config.model.imported_from == "llada"
+    assert parameterization.resolve_mask_in_softmax(config)
     params = hf.init_params_from(config)
     np.testing.assert_array_equal(np.asarray(params["embed"]),
                                   np.asarray(loaded["llada"][1]["embed"]))
