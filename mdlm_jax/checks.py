@@ -12,11 +12,13 @@ def is_diffusion(config) -> bool:
 
 
 def validate_config(config) -> None:
+    from mdlm_jax.checkpoint import integrity
     from mdlm_jax.diffusion import losses, schedules
     from mdlm_jax.model.transformer import validate_model_config
 
     m, d = config.model, config.data
     validate_model_config(m)
+    integrity.check_config(config.checkpoint)
     if d.seq_len > m.max_length:
         raise ValueError(f"data.seq_len={d.seq_len} exceeds model.max_length={m.max_length}; "
                          f"lower data.seq_len or raise model.max_length")
