@@ -208,8 +208,7 @@ def _diverged(what, workdir, last_finite, last_saved, every) -> NonFiniteLossErr
                 "is kept")
         again = "resume"
     else:
-        kept = (f"No checkpoint of this run was written (the state was last finite at step "
-                f"{last_finite}; checkpoint.every_steps={every})")
+        kept = f"No checkpoint of this run was written (checkpoint.every_steps={every})"
         again = "start again"
     return NonFiniteLossError(
         f"{what}; stopping without saving it. The state was last finite at step "

@@ -242,3 +242,83 @@ def test_bad_command_line_is_one_line(argv, expected, tmp_path):
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert re.search(expected, lines[0]), lines[0]
     assert not (tmp_path / "w").exists()
+
+
+# ------------------------------------------------------------------ faults, not mistakes
+def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
+        trained, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    from mdlm_jax import checkpoint as ckpt
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work)
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *args, **kwargs):
+        if step > N_STEPS:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    msg = one_line_error(_train(tiny(train__num_steps=N_STEPS + 2), work), capsys)
+    assert re.search(rf"no space left .* while saving step {N_STEPS + 2}; the newest "
+                     rf"complete checkpoint, step {N_STEPS}, is intact", msg), msg
+    monkeypatch.undo()
+    _, params, step = ckpt.restore_params(str(work), tiny())
+    assert step == N_STEPS and params["embed"].shape == (258, 32)
+    assert not (work / "train.lock").exists()
+
+
+def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path):
+    from conftest import run_captured
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(work / "train.lock", "w") as f:
+        json.dump({"host": os.uname().nodename, "pid": dead.pid, "started": "x"}, f)
+    summary, console = run_captured(tiny(train__num_steps=N_STEPS + 1), work)
+    assert summary["start_step"] == N_STEPS and summary["end_step"] == N_STEPS + 1
+    assert not (work / "train.lock").exists()  # released at the end
+
+
+def test_eval_skips_a_damaged_newest_checkpoint_with_a_warning(trained, tmp_path, capsys):
+    from mdlm_jax import checkpoint as ckpt
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work)
+    truncate_arrays(work / "checkpoints" / str(N_STEPS))
+    before = tree_hash(work / "checkpoints")
+    _, _, step = ckpt.restore_params(str(work), tiny())
+    assert step == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"warning: damaged checkpoint .*step {N_STEPS} \(unreadable.*it was "
+                     r"kept; the newest complete checkpoint is step 2", err), err
+    assert tree_hash(work / "checkpoints") == before  # the damaged step is kept
+
+
+def test_non_finite_eval_is_refused_and_writes_nothing(trained, tmp_path, monkeypatch):
+    import jax
+    import numpy as np
+
+    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import evaluate
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work)
+    real = ckpt.restore_params
+
+    def nan_params(*args, **kwargs):
+        apply, params, step = real(*args, **kwargs)
+        return apply, jax.tree.map(lambda x: x * np.nan, params), step
+
+    monkeypatch.setattr(ckpt, "restore_params", nan_params)
+    before = tree_hash(work)
+    with pytest.raises(FloatingPointError, match="the evaluation is not finite .*nothing "
+                       "was written"):
+        evaluate.run(tiny(), str(work))
+    assert tree_hash(work) == before

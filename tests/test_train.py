@@ -111,7 +111,8 @@ def test_non_finite_loss_names_the_last_finite_step(tiny_config, tmp_path):
     with pytest.raises(train.NonFiniteLossError) as err:
         train.run(cfg, str(tmp_path / "nan"))
     msg = str(err.value)
-    assert "at step 2" in msg and "last finite at step 1" in msg and "None" not in msg, msg
+    # the loss at step 2 is that of the state after step 1: the last finite state is step 0
+    assert "at step 2" in msg and "last finite at step 0" in msg and "None" not in msg, msg
 
 
 def test_token_ids_outside_the_vocabulary(tiny_config, tmp_path):

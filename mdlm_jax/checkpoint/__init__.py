@@ -186,6 +186,8 @@ def _restore_params_at(workdir, config, mesh, use_ema, step):
             params = out["params"]
         else:
             stored = stored_shapes(workdir, step, "state")
+            if not isinstance(stored, dict) or "params" not in stored:
+                raise UnreadableCheckpoint("unreadable: the state's metadata holds no params")
             which = "ema" if use_ema and stored.get("ema") else "params"
             item = {which: _select(target, stored[which])}
             out = read_step(mngr, step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
