@@ -15,7 +15,7 @@ from mdlm_jax.checkpoint import checkpoint_dir, read_config
 PARAM_LAYOUT_KEYS = (
     "model.family", "model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads",
     "model.n_kv_heads", "model.head_dim", "model.mlp_dim", "model.qkv_bias",
-    "model.time_conditioning", "model.cond_dim", "model.tie_embeddings", "model.scan_layers",
+    "model.time_conditioning", "model.cond_dim", "model.tie_embeddings",
     "lora.rank", "lora.targets",
 )
 STATE_LAYOUT_KEYS = PARAM_LAYOUT_KEYS + (
