@@ -106,6 +106,8 @@ def _value(config, dotted: str):
         return node.n_heads
     if dotted in _SWITCHES:
         return "on" if v > 0 else "off"
+    if dotted == "model.cond_dim" and not node.time_conditioning:
+        return None  # no time embedding: its width does not matter
     if dotted == "lora.targets" and not config.lora.rank:
         return None  # no adapters: the targets do not matter
     return tuple(v) if isinstance(v, (list, tuple)) else v
