@@ -38,8 +38,12 @@ def tiny(**overrides):
 def trained(tmp_path_factory):
     from conftest import run_captured
 
+    from mdlm_jax import train
+
     work = tmp_path_factory.mktemp("bad_inputs") / "trained"
-    run_captured(tiny(), work)
+    with pytest.MonkeyPatch.context() as mp:  # the end-of-training eval is not needed here
+        mp.setattr(train, "_after_training", lambda *args, **kwargs: {})
+        run_captured(tiny(), work)
     return work
 
 
@@ -272,9 +276,12 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
     assert not (work / "train.lock").exists()
 
 
-def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path):
+def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path, monkeypatch):
     from conftest import run_captured
 
+    from mdlm_jax import train
+
+    monkeypatch.setattr(train, "_after_training", lambda *args, **kwargs: {})
     work = tmp_path / "w"
     shutil.copytree(trained, work)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
