@@ -329,3 +329,12 @@ def test_non_finite_eval_is_refused_and_writes_nothing(trained, tmp_path, monkey
                        "was written"):
         evaluate.run(tiny(), str(work))
     assert tree_hash(work) == before
+
+
+def test_a_refused_first_run_leaves_no_workdir(tiny_config, tmp_path, capsys):
+    work = tmp_path / "new"
+    msg = one_line_error(_train(tiny(data__name="text_files",
+                                     data__files=str(tmp_path / "none" / "*.txt")), work),
+                         capsys)
+    assert "python -m mdlm_jax.data.prepare" in msg
+    assert not work.exists()

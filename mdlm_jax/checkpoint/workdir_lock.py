@@ -95,6 +95,7 @@ def held(workdir: str):
     import jax
 
     path, error = None, None
+    created = not os.path.exists(workdir)
     if jax.process_index() == 0:
         try:
             path = acquire(workdir)
@@ -114,3 +115,6 @@ def held(workdir: str):
     finally:
         if path is not None:
             release(path)
+            if created:  # a run that wrote nothing leaves no empty workdir behind
+                with contextlib.suppress(OSError):
+                    os.rmdir(workdir)
