@@ -168,9 +168,10 @@ def _run(config, workdir: str) -> dict:
                 _invariance(config, workdir, setup, state, frozen, "before", writer, log)
             summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key,
                             writer, log)
-    finally:
-        integrity.finish_saves(mngr, workdir, None)
-        mngr.close()
+    except BaseException:
+        integrity.close(mngr, workdir, failing=True)  # the first error is the one reported
+        raise
+    integrity.close(mngr, workdir)
     return summary
 
 

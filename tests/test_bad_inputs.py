@@ -249,8 +249,9 @@ def test_bad_command_line_is_one_line(argv, expected, tmp_path):
 
 
 # ------------------------------------------------------------------ faults, not mistakes
+@pytest.mark.parametrize("when", ["save", "async write"])
 def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
-        trained, tmp_path, monkeypatch, capsys):
+        when, trained, tmp_path, monkeypatch, capsys):
     import errno
 
     import orbax.checkpoint as ocp
@@ -259,14 +260,25 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
-    real_save = ocp.CheckpointManager.save
+    real_save, real_wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+    failed = []
 
     def full_disk(self, step, *args, **kwargs):
-        if step > N_STEPS:
+        if step <= N_STEPS:
+            return real_save(self, step, *args, **kwargs)
+        if when == "save":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(self, step, *args, **kwargs)
+        failed.append(step)  # the background write fails; orbax reports it when waited on
+        return True
+
+    def wait(self):
+        if failed:  # as tensorstore words it, wrapped by the async thread
+            raise ValueError("Error writing ocdbt data: [errno 28] No space left on device")
+        return real_wait(self)
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", wait)
+    monkeypatch.setattr("mdlm_jax.train._after_training", lambda *args, **kwargs: {})
     msg = one_line_error(_train(tiny(train__num_steps=N_STEPS + 2), work), capsys)
     assert re.search(rf"no space left .* while saving step {N_STEPS + 2}; the newest "
                      rf"complete checkpoint, step {N_STEPS}, is intact", msg), msg

@@ -172,8 +172,8 @@ def disk_full_error(workdir: str, step) -> DiskFullError:
             else "no complete checkpoint exists yet")
     return DiskFullError(
         errno.ENOSPC, f"no space left on the device of {checkpoint_dir(workdir)} while saving "
-        f"step {step}; {kept}. Free space (or lower checkpoint.keep) and run the same command "
-        "again to resume")
+        f"{'a checkpoint' if step is None else f'step {step}'}; {kept}. Free space (or "
+        "lower checkpoint.keep) and run the same command again to resume")
 
 
 def finish_saves(mngr, workdir, step) -> None:
@@ -184,6 +184,17 @@ def finish_saves(mngr, workdir, step) -> None:
         if is_disk_full(e):
             raise disk_full_error(workdir, step) from None
         raise
+
+
+def close(mngr, workdir, *, failing: bool = False) -> None:
+    """Finish pending saves and close ``mngr``; while another error is being raised
+    (``failing``), a second one from the saves is not allowed to replace it."""
+    try:
+        finish_saves(mngr, workdir, None)
+        mngr.close()
+    except Exception:
+        if not failing:
+            raise
 
 
 def save(mngr, workdir, step, args) -> None:
