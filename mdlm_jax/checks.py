@@ -75,6 +75,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     sampler's canvas must then fit the model, else only its names and ranges are checked.
     """
     from mdlm_jax import train_state
+    from mdlm_jax.checkpoint import integrity
     from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
     from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
     from mdlm_jax.model.transformer import validate_model_config
@@ -101,6 +102,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
 
         kv_cache.check_model_config(m, config.sampler.kv_cache)
     _check_finetune(config)
+    integrity.check_config(config.checkpoint)
     if d.seq_len > m.max_length:
         raise ValueError(f"data.seq_len={d.seq_len} exceeds model.max_length={m.max_length}; "
                          f"lower data.seq_len or raise model.max_length")

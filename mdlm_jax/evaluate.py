@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mdlm_jax.checks import is_diffusion, validate_config
+from mdlm_jax.checks import check_batch_tokens, is_diffusion, validate_config
 from mdlm_jax.data import pipeline
 from mdlm_jax.diffusion import forward, losses, schedules
-from mdlm_jax.monitoring import unused_path
+from mdlm_jax.monitoring import require_finite, unused_path
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 
@@ -74,6 +74,8 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
         for i, batch in enumerate(it):
             if num_batches and i >= num_batches:
                 break
+            if config.train.check_token_ids:
+                check_batch_tokens(batch["tokens"], config)
             valid, maskable = losses.batch_masks(batch)
             tok, val, msk = (jax.make_array_from_process_local_data(
                 batch_sh, _pad_rows(np.asarray(x), local_rows))
@@ -86,9 +88,12 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
     if tokens == 0:
         raise ValueError(f"the {config.data.eval_split!r} split gave no tokens to evaluate")
     npt = nats / tokens
-    return {"nats_per_token": npt, "bits_per_token": npt / math.log(2),
-            "perplexity": math.exp(min(npt, 700.0)), "tokens": tokens, "sequences": seqs,
-            "mc_samples": ecfg.mc_samples if is_diffusion(config) else 0}
+    result = {"nats_per_token": npt, "bits_per_token": npt / math.log(2),
+              "perplexity": math.exp(min(npt, 700.0)), "tokens": tokens, "sequences": seqs,
+              "mc_samples": ecfg.mc_samples if is_diffusion(config) else 0}
+    return require_finite(result, "the evaluation", "The parameters or the data hold values "
+                          "the model cannot score: check the workdir's training (its loss) "
+                          "and that data.tokenizer is the one the model was trained with")
 
 
 def format_result(result: dict, config) -> str:

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mdlm_jax import command_line
 from mdlm_jax.config_base import base_config, nearest_key
 
 COMMANDS = ("train", "eval", "sample", "convert", "benchmark")
@@ -81,7 +82,7 @@ def explicit_overrides() -> dict:
 def _parse(argv):
     """absl parsing, with config errors as one line naming the nearest valid key."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except AttributeError:
         bad = next((a.split("=")[0][len("--config."):] for a in argv[1:]
                     if a.startswith("--config.") and _unknown(a)), None)
@@ -90,7 +91,23 @@ def _parse(argv):
         hint = nearest_key(base_config(), bad)
         sys.exit(f"error: unknown config key {bad!r}; did you mean {hint!r}?")
     except flags.Error as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {_flag_error(e)}")
+    path = (FLAGS["config"].config_filename or "").split(":")[0]
+    if path and not os.path.isfile(path):
+        sys.exit(f"error: --config {path} does not exist; give a config file such as "
+                 "configs/quickstart.py (relative to the current directory)")
+    return rest
+
+
+def _flag_error(error) -> str:
+    """One line of a flag error; a config file that raised while loading (e.g. an unknown
+    ``get_config`` argument) gives its exception's last line, not the embedded traceback."""
+    text = str(error)
+    if "Traceback" not in text:
+        return command_line.one_line(error)
+    head = text.split(":", 1)[0]
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    return f"{head}: {last.split(': ', 1)[-1]}"
 
 
 def _unknown(arg: str) -> bool:
@@ -104,14 +121,7 @@ def _unknown(arg: str) -> bool:
 
 
 def main():
-    try:
-        app.run(_dispatch, flags_parser=_parse)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
-        if os.environ.get("MDLM_TRACEBACK"):
-            raise
-        sys.exit(f"error: {e}\n(set MDLM_TRACEBACK=1 for the full traceback)")
+    command_line.run(app.run, _dispatch, flags_parser=_parse)
 
 
 if __name__ == "__main__":

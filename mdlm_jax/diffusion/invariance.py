@@ -26,6 +26,7 @@ import numpy as np
 
 from mdlm_jax.diffusion import losses, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
+from mdlm_jax.monitoring import require_finite
 
 
 def _probe_fn(apply, counts, mcfg, mask_id: int, schedule):
@@ -103,7 +104,8 @@ def invariance_report(apply, params, batches, config, probe_mask_counts=(0, 8, 3
     report["tv_mean"] = float(np.mean(extra)) if extra else 0.0
     ces = [report[f"ce@{k}"] for k in counts]
     report["ce_spread"] = float(max(ces) - min(ces))
-    return report
+    return require_finite(report, "the invariance report", "The model's outputs are not "
+                          "finite: check its training (its loss) before probing it")
 
 
 def format_comparison(before: dict, after: dict) -> str:
