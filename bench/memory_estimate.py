@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mdlm_jax.config_base import load_config_file  # noqa: E402
 from mdlm_jax.parallel import mesh as mesh_lib  # noqa: E402
 from mdlm_jax.parallel import sharding  # noqa: E402
-from mdlm_jax.train import make_setup  # noqa: E402
+from mdlm_jax.train import make_plan  # noqa: E402
 
 GiB = 1024**3
 
@@ -52,7 +52,7 @@ def main(argv=None):
         config.lock()
         notes.append("attention compiled with 'xla' (cuDNN needs a GPU)")
     mesh = mesh_lib.make_mesh(config.mesh)
-    setup = make_setup(config, mesh)
+    setup = make_plan(config, mesh)
     accum, b, length = (config.optimizer.grad_accum_steps, config.data.global_batch_size,
                         config.data.seq_len)
     rows = [

@@ -129,7 +129,8 @@ def base_config() -> mlc.ConfigDict:
     t.log_every = 20  # > 0 (steps between metric lines)
     t.eval_every = 0  # >= 0; 0 means never during training (evaluated once at the end)
     t.progress_bar = True
-    t.sample_at_end = True
+    t.eval_at_end = True  # the eval command's NELBO / NLL once training reaches num_steps
+    t.sample_at_end = True  # one sample per strategy at the end (diffusion terms)
     t.peak_flops_per_device = 0.0  # for MFU; 0: look up by device kind
     t.check_token_ids = True  # refuse batches with ids outside the vocabulary
 

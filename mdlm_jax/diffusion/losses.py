@@ -11,6 +11,7 @@ sums them. Everything computes in float32 whatever the model's compute dtype.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -20,23 +21,68 @@ import numpy as np
 from mdlm_jax.diffusion import forward, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
 
-TERMS: dict[str, Callable] = {}
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """A registered loss term and what the rest of the library needs to know about it.
+
+    ``fn(apply, params, batch, rng, cfg) -> (loss, metrics)``; ``check(config, tokenizer)``
+    raises a one-line ``ValueError`` for settings the term cannot honour (run once, when a
+    config loads); ``diffusion``: the term masks tokens, so it needs ``diffusion.mask_id``
+    and a bidirectional model; ``forward_passes``: model passes per example (for the FLOP
+    count); ``evaluations``: names of the train hooks it wants run around training
+    (``train_hooks.EVALUATIONS``).
+    """
+
+    name: str
+    fn: Callable
+    check: Callable | None = None
+    diffusion: bool = False
+    forward_passes: int = 1
+    evaluations: tuple[str, ...] = ()
 
 
-def register(name: str):
+TERMS: dict[str, Term] = {}
+
+
+def register(name: str, *, check: Callable | None = None, diffusion: bool = False,
+             forward_passes: int = 1, evaluations: tuple[str, ...] = ()):
+    """Decorator: register ``fn`` as the loss term ``name`` (see :class:`Term`)."""
     def deco(fn):
         if name in TERMS:
             raise ValueError(f"loss term {name!r} registered twice")
-        TERMS[name] = fn
+        TERMS[name] = Term(name, fn, check, diffusion, forward_passes, tuple(evaluations))
         return fn
 
     return deco
 
 
-def get(name: str) -> Callable:
+def get(name: str) -> Term:
     if name not in TERMS:
         raise ValueError(f"unknown loss term {name!r}; registered terms: {sorted(TERMS)}")
     return TERMS[name]
+
+
+def configured_terms(cfg) -> list[tuple[Term, float]]:
+    """``(term, weight)`` for every term of ``cfg.loss.terms`` with a non-zero weight."""
+    return [(get(name), weight) for name, weight in sorted(cfg.loss.terms.items())
+            if weight != 0]
+
+
+def is_diffusion(cfg) -> bool:
+    """Whether a configured term masks tokens (needs a mask id, a bidirectional model)."""
+    return any(term.diffusion for term, _ in configured_terms(cfg))
+
+
+def forward_passes(cfg) -> int:
+    """Model passes per training example, summed over the configured terms."""
+    return sum(term.forward_passes for term, _ in configured_terms(cfg))
+
+
+def evaluations(cfg) -> tuple[str, ...]:
+    """The evaluations the configured terms want around training, each named once."""
+    return tuple(dict.fromkeys(e for term, _ in configured_terms(cfg)
+                               for e in term.evaluations))
 
 
 def total_loss(apply, params, batch, rng, cfg):
@@ -46,7 +92,7 @@ def total_loss(apply, params, batch, rng, cfg):
     for i, (name, weight) in enumerate(sorted(cfg.loss.terms.items())):
         if weight == 0:
             continue
-        loss, m = get(name)(apply, params, batch, jax.random.fold_in(rng, i), cfg)
+        loss, m = get(name).fn(apply, params, batch, jax.random.fold_in(rng, i), cfg)
         total = total + weight * loss
         metrics[f"{name}/loss"] = loss
         for k, v in m.items():
@@ -129,7 +175,7 @@ def _normalize(per_seq_B, count_B, how: str):
 
 
 # --------------------------------------------------------------------------- terms
-@register("nelbo")
+@register("nelbo", diffusion=True, evaluations=("samples",))
 def nelbo(apply, params, batch, rng, cfg):
     """MDLM / MD4 / LLaDA continuous-time NELBO, normalized per token (or sequence).
 
@@ -248,6 +294,16 @@ def check_mask_agnostic_config(mcfg, mask_id: int) -> None:
                          "must be >= 1")
 
 
+def check_mask_agnostic(config, tokenizer) -> None:
+    """The term's load-time check: its settings, and its EOS id against the tokenizer's."""
+    mcfg = config.loss.mask_agnostic
+    check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
+    if mcfg.eos_id != tokenizer.eos_id:
+        raise ValueError(f"loss.mask_agnostic.eos_id={mcfg.eos_id} differs from the tokenizer's "
+                         f"EOS id {tokenizer.eos_id}; set --config.loss.mask_agnostic.eos_id="
+                         f"{tokenizer.eos_id}")
+
+
 def mask_agnostic_terms(logits1_BxAxV, logits2_BxAxV, answer_BxA, masked_BxA, p_B, *,
                         mask_id: int | None = None, tv_half: bool = False):
     """Per-example ``(ce_B, tv_B)`` of PAPER.md section 5 over answer positions.
@@ -351,7 +407,8 @@ def with_extra_masks(x0_BxL, q_B, a_B, masked_BxL, n_masks_B, mask_id: int, eos_
     return jnp.where(pos < end, body, tail).astype(x0_BxL.dtype)
 
 
-@register("mask_agnostic")
+@register("mask_agnostic", check=check_mask_agnostic, diffusion=True, forward_passes=2,
+          evaluations=("invariance",))
 def mask_agnostic(apply, params, batch, rng, cfg):
     """alpha * L_CE + beta * L_TV (PAPER.md section 5), averaged over examples with an answer.
 

@@ -10,7 +10,7 @@ from mdlm_jax import train
 from mdlm_jax.config_base import DEFAULT_RULES
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
-from mdlm_jax.train_state import Setup
+from mdlm_jax.train_state import TrainPlan
 
 
 def test_eight_fake_devices():
@@ -20,7 +20,7 @@ def test_eight_fake_devices():
 def setup_for(cfg, shape):
     cfg.mesh.shape = shape
     n = int(np.prod(shape))
-    return Setup(cfg, mesh_lib.make_mesh(cfg.mesh, jax.devices()[:n]))
+    return TrainPlan(cfg, mesh_lib.make_mesh(cfg.mesh, jax.devices()[:n]))
 
 
 def random_params(shapes, seed=0, std=0.05):
