@@ -106,13 +106,13 @@ def format_result(result: dict, config) -> str:
 
 def run(config, workdir: str) -> dict:
     """The ``eval`` command: the latest checkpoint of ``workdir`` (EMA when present)."""
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
 
     validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh_lib.make_mesh(config.mesh)
-    apply, params, step = ckpt.restore_params(workdir, config, mesh=mesh,
-                                              use_ema=config.eval.use_ema)
+    apply, params, step = model_loading.load_model(workdir, config, mesh=mesh,
+                                                   use_ema=config.eval.use_ema)
     result = evaluate(apply, params, config, mesh)
     result["step"] = step
     print(format_result(result, config))

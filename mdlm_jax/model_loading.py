@@ -45,7 +45,7 @@ def load_model(workdir: str, config=None, *, mesh=None, use_ema: bool = True, st
         shard = sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)
         target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                  sharding=sh), shapes, shard)
-    restored = ckpt.restore_params(workdir, target, use_ema=use_ema, step=step)
+    restored = ckpt.restore_params_tree(workdir, target, use_ema=use_ema, step=step)
     params = restored.params
     if transform is None:
         return apply, params, restored.step

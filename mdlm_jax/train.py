@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import monitoring
+from mdlm_jax import model_loading, monitoring
 from mdlm_jax.checkpoint import integrity, workdir_lock
 from mdlm_jax.checks import check_batch_tokens, validate_config
 from mdlm_jax.data import pipeline
@@ -33,7 +33,7 @@ __all__ = ["NonFiniteLossError", "initial_params", "make_plan", "run"]
 
 
 def make_plan(config, mesh) -> TrainPlan:
-    transform = ckpt.lora_transform(config)
+    transform = model_loading.lora_transform(config)
     mask_fn = None
     if transform is not None:
         from mdlm_jax.model import lora
@@ -46,7 +46,7 @@ def initial_params(plan: TrainPlan, config, key):
     """All parameters at step 0: from ``model.init_from`` (a HF directory),
     ``checkpoint.restore_from`` (another workdir) or a fresh random init."""
     params = plan.random_params(key)
-    loaded = ckpt.base_params(config, plan.mesh)
+    loaded = model_loading.base_params(config, plan.mesh)
     if loaded is not None:
         source = config.model.init_from or config.checkpoint.restore_from
         params = _overlay(params, loaded, plan.param_shardings, source)
@@ -149,8 +149,8 @@ def _run(config, workdir: str) -> dict:
                 log(f"Resumed from step {int(state['step'])} of {workdir}")
             else:
                 if latest is not None:  # a params-only checkpoint written by `convert`
-                    _, params, _ = ckpt.restore_params(workdir, config, mesh=mesh, use_ema=False,
-                                                       step=latest)
+                    _, params, _ = model_loading.load_model(workdir, config, mesh=mesh,
+                                                            use_ema=False, step=latest)
                     params = _overlay(plan.random_params(base_key), params,
                                       plan.param_shardings, workdir)
                     log(f"Starting from the converted parameters at step {latest} of {workdir}")

@@ -252,7 +252,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
 
     import orbax.checkpoint as ocp
 
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
@@ -279,7 +279,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
     assert re.search(rf"no space left .* while saving step {N_STEPS + 2}; the newest "
                      rf"complete checkpoint, step {N_STEPS}, is intact", msg), msg
     monkeypatch.undo()
-    _, params, step = ckpt.restore_params(str(work), tiny())
+    _, params, step = model_loading.load_model(str(work), tiny())
     assert step == N_STEPS and params["embed"].shape == (258, 32)
     assert not (work / "train.lock").exists()
 
@@ -300,13 +300,13 @@ def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path):
 
 
 def test_eval_skips_a_damaged_newest_checkpoint_with_a_warning(trained, tmp_path, capsys):
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
     truncate_arrays(work / "checkpoints" / str(N_STEPS))
     before = tree_hash(work / "checkpoints")
-    _, _, step = ckpt.restore_params(str(work), tiny())
+    _, _, step = model_loading.load_model(str(work), tiny())
     assert step == 2
     err = capsys.readouterr().err
     assert re.search(rf"warning: damaged checkpoint .*step {N_STEPS} \(unreadable.*it was "
@@ -318,18 +318,17 @@ def test_non_finite_eval_is_refused_and_writes_nothing(trained, tmp_path, monkey
     import jax
     import numpy as np
 
-    from mdlm_jax import checkpoint as ckpt
-    from mdlm_jax import evaluate
+    from mdlm_jax import evaluate, model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
-    real = ckpt.restore_params
+    real = model_loading.load_model
 
     def nan_params(*args, **kwargs):
         apply, params, step = real(*args, **kwargs)
         return apply, jax.tree.map(lambda x: x * np.nan, params), step
 
-    monkeypatch.setattr(ckpt, "restore_params", nan_params)
+    monkeypatch.setattr(model_loading, "load_model", nan_params)
     before = tree_hash(work)
     with pytest.raises(FloatingPointError, match="the evaluation is not finite .*nothing "
                        "was written"):
