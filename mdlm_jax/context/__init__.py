@@ -1,0 +1,7 @@
+"""The paper's context-comprehension suite (PAPER.md sections 3-4).
+
+``tasks``: the few-shot three-option task family; ``scoring``: one greedy decoding step
+at the answer slot and the gradient attribution, through the pure ``apply``;
+``experiments``: experiments 1-10 as lists of points; ``harness``: the ``context``
+command (model loading, batching, resumable JSON lines); ``report``: summary, table, plots.
+"""
