@@ -1,7 +1,7 @@
 """The one entry point.
 
-    python -m mdlm_jax.main train|eval|sample --config configs/X.py[:arg] --workdir DIR \
-        [--config.group.key=value ...]
+    python -m mdlm_jax.main train|eval|sample|context --config configs/X.py[:arg] \
+        --workdir DIR [--config.group.key=value ...]
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
 """
 
@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from mdlm_jax.config_base import base_config, nearest_key
 
-COMMANDS = ("train", "eval", "sample", "convert")
+COMMANDS = ("train", "eval", "sample", "context", "convert")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -51,6 +51,10 @@ def _dispatch(argv):
         from mdlm_jax import evaluate
 
         evaluate.run(config, FLAGS.workdir)
+    elif command == "context":
+        from mdlm_jax.context import harness
+
+        harness.run(config, FLAGS.workdir)
     else:
         from mdlm_jax import sample
 

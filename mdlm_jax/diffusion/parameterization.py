@@ -33,3 +33,18 @@ def subs_log_probs(logits_BxLxV, xt_BxL, mask_id: int):
     carried = jnp.where(onehot, 0.0, NEG_INF)
     is_masked = (xt_BxL == mask_id)[..., None]
     return jnp.where(is_masked, logp, carried)
+
+
+MASK_IN_SOFTMAX = ("auto", "keep", "drop")
+
+
+def resolve_mask_in_softmax(config) -> bool:
+    """Whether the mask token takes part in the softmax (``sampler.mask_in_softmax``).
+
+    ``keep`` -> True, ``drop`` -> False (SUBS: the mask logit suppressed), ``auto`` -> False.
+    """
+    value = config.sampler.mask_in_softmax
+    if value not in MASK_IN_SOFTMAX:
+        raise ValueError(f"sampler.mask_in_softmax={value!r} is unknown; use one of "
+                         f"{MASK_IN_SOFTMAX}")
+    return value == "keep"

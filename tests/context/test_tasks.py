@@ -42,8 +42,9 @@ def test_answers_balanced_and_layout_exact():
     assert letters == {"A": 100, "B": 100, "C": 100}
     p = tasks.build_prompt(0, "fruit", "smallest", 0, tasks.Layout(1, 0))
     opts = _options(p.pieces[0])
+    letter = tasks.LETTERS[[_is_correct("fruit", opts, j) for j in range(3)].index(True)]
     assert p.pieces[0] == (f"Options: (A) {opts[0]}, (B) {opts[1]}, (C) {opts[2]}\nAnswer:["
-                           f"{tasks.LETTERS[[_is_correct('fruit', opts, j) for j in range(3)].index(True)]}].\n\n")
+                           f"{letter}].\n\n")
 
 
 @pytest.mark.parametrize("location", tasks.LOCATIONS)
