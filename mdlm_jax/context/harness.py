@@ -381,6 +381,21 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
     return summary
 
 
+def check_eval_at_end(config, tokenizer) -> None:
+    """Refuse before training what ``context.eval_at_end`` could not run after it."""
+    if config.model.causal:
+        raise ValueError("context.eval_at_end measures mask sensitivity, which needs a masked "
+                         "diffusion model; set --config.context.eval_at_end=False for AR runs")
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.context.experiment = "mask_sensitivity"
+    model = Model(None, None, cfg.model, tokenizer, cfg.diffusion.mask_id, "", False)
+    tasks.letter_ids(tokenizer)
+    for p in experiments.get("mask_sensitivity").points(cfg.context):
+        _, enc, _ = encode_point(p, model, cfg.context)
+        check_fits(p, enc, cfg.model.max_length, enc.filler[1] - enc.filler[0])
+
+
 def evaluate_in_training(config, workdir: str, apply, params, step: int, mesh=None) -> dict:
     """Experiment 10 at the end of a training run (``context.eval_at_end``): the
     ``mask_sensitivity`` experiment on the run's own model, in
@@ -400,5 +415,6 @@ def evaluate_in_training(config, workdir: str, apply, params, step: int, mesh=No
                folder_name=f"mask_sensitivity_step{step}")
 
 
-__all__ = ["Model", "config_from_hf_dir", "evaluate_in_training", "is_hf_dir", "is_workdir",
+__all__ = ["Model", "check_eval_at_end", "config_from_hf_dir", "evaluate_in_training",
+           "is_hf_dir", "is_workdir",
            "load_model", "run"]

@@ -5,15 +5,21 @@ import os
 import subprocess
 import sys
 
+import context_support
 import jax
 import pytest
-from conftest import suite_config, tiny_model_config
+from context_support import suite_config, tiny_model_config
 
 from mdlm_jax import model as model_lib
 from mdlm_jax.context import experiments, harness
 from mdlm_jax.data.tokenizers import CharTokenizer
 
 SMALL = {"unmasking": dict(mask_counts=(2,)), "dot_filler": dict(mask_counts=(3,))}
+
+# the shared fixtures (see context_support)
+ar_workdir = context_support.ar_workdir
+mdlm_workdir = context_support.mdlm_workdir
+one_device_mesh = context_support.one_device_mesh
 
 
 def _rows(folder):
@@ -158,3 +164,20 @@ def test_cli_model_path_neither_workdir_nor_hf_dir(tmp_path):
     err = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "neither a workdir of this project" in err[0], out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_training_run_requests_mask_sensitivity_from_its_config(tmp_path):
+    from conftest import make_tiny_config, run_captured
+
+    too_small = make_tiny_config(context__eval_at_end=True)  # model.max_length=64
+    with pytest.raises(ValueError, match="make a \\d+-token prompt, over model.max_length=64"):
+        run_captured(too_small, tmp_path / "small")
+    assert not (tmp_path / "small" / "checkpoints").exists()
+    cfg = make_tiny_config(model__max_length=512, train__num_steps=2, context__eval_at_end=True)
+    cfg.context.update(suite_config("").context)
+    cfg.context.eval_at_end = True
+    summary, console = run_captured(cfg, tmp_path / "run")
+    folder = tmp_path / "run" / "context" / "mask_sensitivity_step2"
+    assert summary["context"]["points"] == 8 and (folder / "summary.json").exists()
+    assert [c["masks"] for c in summary["context"]["conditions"]] == [1.0, 5.0]
+    assert "mask_sensitivity" in console

@@ -1,14 +1,20 @@
 """Scoring at the answer slot: AR next-token, MDLM vs the sampler, attribution gradient."""
 
+import context_support
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import suite_config
+from context_support import suite_config
 
 from mdlm_jax.context import harness, scoring, tasks
 from mdlm_jax.diffusion import sampler
 from mdlm_jax.parallel import mesh as mesh_lib
+
+# the shared fixtures (see context_support)
+ar_workdir = context_support.ar_workdir
+mdlm_workdir = context_support.mdlm_workdir
+one_device_mesh = context_support.one_device_mesh
 
 
 def _items(model, cx, points):

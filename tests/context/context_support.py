@@ -1,4 +1,8 @@
-"""Tiny models saved as workdirs and a tiny suite config for the context tests."""
+"""Tiny models saved as workdirs and a tiny suite config for the context tests.
+
+Not a conftest.py: the root conftest module name is taken, so the tests import these
+fixtures by name.
+"""
 
 from __future__ import annotations
 
