@@ -181,3 +181,16 @@ def test_training_run_requests_mask_sensitivity_from_its_config(tmp_path):
     assert summary["context"]["points"] == 8 and (folder / "summary.json").exists()
     assert [c["masks"] for c in summary["context"]["conditions"]] == [1.0, 5.0]
     assert "mask_sensitivity" in console
+
+
+def test_huggingface_directory_is_imported(one_device_mesh, tmp_path):
+    from context_support import write_hf_llada
+
+    hf_dir = write_hf_llada(str(tmp_path / "llada"))
+    assert harness.is_hf_dir(hf_dir) and not harness.is_workdir(hf_dir)
+    cfg = suite_config(hf_dir, "extra_masks", mask_counts=(0, 2))
+    summary = harness.run(cfg, str(tmp_path / "out"), mesh=one_device_mesh)
+    rows = _rows(tmp_path / "out" / "context" / "extra_masks")
+    assert {r["masks"] for r in rows} == {1, 3} and len(rows) == 8
+    assert all(r["tokenizer"].startswith("hf") and r["model"] == "llada" for r in rows)
+    assert summary["mask_in_softmax"] == "drop"
