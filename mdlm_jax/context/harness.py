@@ -1,11 +1,11 @@
 """The ``context`` command: run one experiment of the suite on one model, resumably.
 
-    python -m mdlm_jax.main context --config configs/context/extra_masks.py:model=llada_base,\\
-        path=/models/LLaDA-8B-Base --workdir runs/ctx_llada
+    python -m mdlm_jax.main context \\
+        --config configs/context/extra_masks.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
 
-The model is ``context.model_path``: a workdir of this project (``config.json`` +
-``checkpoints/``; EMA weights when present) or a HuggingFace directory (``config.json`` +
-``*.safetensors``, imported through ``checkpoint.hf``), cast to ``context.dtype``.
+The model is ``context.model_path`` (``loading.load_model``): a workdir of this project
+or a HuggingFace directory, cast to ``context.dtype``.
 
 Outputs under ``WORKDIR/context/<experiment>/``: ``results.jsonl`` (one line per point,
 appended and flushed batch by batch; a killed sweep continues where it stopped, and
@@ -16,99 +16,28 @@ and rewritten at the end of each run, ``summary.json``, ``table.md`` and ``plot.
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import hashlib
 import json
 import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mdlm_jax.context import experiments, report, scoring, tasks
-
-
-@dataclasses.dataclass
-class Model:
-    apply: object
-    params: object
-    model_cfg: object
-    tokenizer: object
-    mask_id: int
-    name: str
-    causal: bool
-    keep_mask: bool = False
-
-
-# ------------------------------------------------------------------------ model
-def is_workdir(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, "config.json"))
-            and os.path.isdir(os.path.join(path, "checkpoints")))
-
-
-def is_hf_dir(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, "config.json"))
-            and bool(glob.glob(os.path.join(path, "*.safetensors"))))
-
-
-def config_from_hf_dir(config, path: str):
-    """A copy of ``config`` whose model, mask id and tokenizer come from a HF directory
-    (the one place that turns a model directory into a config)."""
-    from mdlm_jax.checkpoint import hf
-
-    cfg = config.copy_and_resolve_references()
-    with cfg.unlocked():
-        hf.apply_to_config(cfg, path, dtype=config.context.dtype)
-    return cfg
-
-
-def _cast(params, dtype: str):
-    dt = jnp.dtype(dtype)
-    return jax.tree.map(lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                        params)
-
-
-def load_model(config, mesh=None) -> Model:
-    """The model named by ``config.context.model_path`` (see the module docstring)."""
-    from mdlm_jax import model as model_lib
-    from mdlm_jax.data.tokenizers import get_tokenizer
-    from mdlm_jax.diffusion.parameterization import resolve_mask_in_softmax
-
-    cx = config.context
-    path = cx.model_path
-    if not path or not os.path.isdir(path):
-        raise ValueError(f"context.model_path={path!r} is not a directory; name a workdir of "
-                         "this project or a HuggingFace model directory")
-    if is_workdir(path):
-        from mdlm_jax.checkpoint import read_config, restore_params
-
-        cfg = read_config(path)
-        _, params, _ = restore_params(path, cfg, mesh=mesh, use_ema=True)
-        with cfg.unlocked():
-            cfg.lora.rank = 0  # adapters are merged by restore_params
-    elif is_hf_dir(path):
-        from mdlm_jax.checkpoint import hf
-
-        cfg = config_from_hf_dir(config, path)
-        params = hf.init_params_from(cfg, mesh)
-    else:
-        raise ValueError(f"context.model_path={path!r} is neither a workdir of this project "
-                         "(config.json + checkpoints/) nor a HuggingFace directory (config.json "
-                         "+ *.safetensors)")
-    with cfg.unlocked():
-        cfg.model.dtype = cfg.model.param_dtype = cx.dtype
-    params = _cast(params, cx.dtype)
-    apply = model_lib.abstract(cfg.model)[0]
-    name = cx.model_name or os.path.basename(os.path.normpath(path))
-    return Model(apply, params, cfg.model, get_tokenizer(cfg.data), cfg.diffusion.mask_id,
-                 name, bool(cfg.model.causal), resolve_mask_in_softmax(config))
+from mdlm_jax.context.loading import (  # noqa: F401  (re-exported)
+    Model,
+    config_from_hf_dir,
+    is_hf_dir,
+    is_workdir,
+    load_model,
+)
 
 
 # --------------------------------------------------------------------- encoding
 def encode_point(point, model: Model, cx):
-    """``(Encoded, masks)``: token ids of the point and its number of mask tokens."""
+    """``(Prompt, Encoded, masks)``: the point's prompt, its token ids and its number of
+    mask tokens."""
     tok = model.tokenizer
     prompt = tasks.build_prompt(cx.seed, point.relevant, point.distractor, point.index,
                                 point.layout)
@@ -241,16 +170,13 @@ class Runner:
             self.shardings = param_shardings_for(model.params, like, mesh)
         self._fns = {}
 
-    def _fn(self, method, extra=0):
-        key = (method, extra if method in ("random", "confidence") else 0)
-        if key not in self._fns:
-            kw = dict(mesh=self.mesh, param_shardings=self.shardings, rules=self.rules)
-            if method in ("score", "attribution"):
-                fn = scoring.score if method == "score" else scoring.attribution
-                self._fns[key] = scoring.make_fn(fn, self.model.apply, self.spec, **kw)
-            else:
-                self._fns[key] = None  # decode functions depend on the canvas length
-        return self._fns[key]
+    def _fn(self, method):
+        if method not in self._fns:
+            fn = scoring.score if method == "score" else scoring.attribution
+            self._fns[method] = scoring.make_fn(fn, self.model.apply, self.spec, mesh=self.mesh,
+                                                param_shardings=self.shardings,
+                                                rules=self.rules)
+        return self._fns[method]
 
     def run(self, method, items):
         """``items``: [(point, prompt, enc, masks)] -> per item dict of results."""

@@ -166,21 +166,13 @@ def test_cli_model_path_neither_workdir_nor_hf_dir(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_training_run_requests_mask_sensitivity_from_its_config(tmp_path):
+def test_eval_at_end_that_cannot_fit_is_refused_before_training(tmp_path):
     from conftest import make_tiny_config, run_captured
 
     too_small = make_tiny_config(context__eval_at_end=True)  # model.max_length=64
     with pytest.raises(ValueError, match="make a \\d+-token prompt, over model.max_length=64"):
         run_captured(too_small, tmp_path / "small")
     assert not (tmp_path / "small" / "checkpoints").exists()
-    cfg = make_tiny_config(model__max_length=512, train__num_steps=2, context__eval_at_end=True)
-    cfg.context.update(suite_config("").context)
-    cfg.context.eval_at_end = True
-    summary, console = run_captured(cfg, tmp_path / "run")
-    folder = tmp_path / "run" / "context" / "mask_sensitivity_step2"
-    assert summary["context"]["points"] == 8 and (folder / "summary.json").exists()
-    assert [c["masks"] for c in summary["context"]["conditions"]] == [1.0, 5.0]
-    assert "mask_sensitivity" in console
 
 
 def test_huggingface_directory_is_imported(one_device_mesh, tmp_path):
