@@ -157,10 +157,13 @@ def plot(exp, summary: dict, path: str) -> None:
         for name, cs in series.items():
             xs = np.asarray([c["x"] for c in cs], float)
             ys = np.asarray([c["accuracy"] for c in cs], float)
-            ax.plot(xs, ys, "o-", ms=4, label=name)
+            (line,) = ax.plot(xs, ys, "o-", ms=4, label=name)
             if all(c["ci95"] is not None for c in cs):
                 ci = np.asarray([c["ci95"] for c in cs], float)
-                ax.fill_between(xs, ys - ci, ys + ci, alpha=0.2)
+                ax.fill_between(xs, ys - ci, ys + ci, alpha=0.2, color=line.get_color())
+            if all("restricted_accuracy" in c for c in cs):  # sensitive at small scale
+                ax.plot(xs, [c["restricted_accuracy"] for c in cs], "x--", ms=4, lw=1,
+                        color=line.get_color(), label=f"{name} (argmax over A/B/C)")
         ax.axhline(1 / 3, ls=":", color="k", lw=1, label="chance")
         ax.set_ylim(0, 1)
         ax.set_xlabel(exp.xlabel)
