@@ -16,7 +16,7 @@ The paper's models, e.g. LLaDA-8B-Base on one GPU (bf16 weights)::
         --workdir runs/context_llada_base
 
 The quickstart preset sizes every experiment for the quickstart model (char tokenizer,
-``model.max_length=256``): 1 relevant + 2 distractor examples, at most 24 extra masks (the
+``model.max_length=256``): 1 relevant + 2 distractor examples, at most 20 extra masks (the
 " ." filler of dot_filler takes two char tokens each)::
 
     python -m mdlm_jax.main train --config configs/quickstart.py --workdir runs/quickstart
@@ -40,7 +40,7 @@ MODELS = {
 
 QUICK = dict(
     points=10, n_relevant=1, n_distractors=2, positions=(0, 1, 2),
-    mask_counts=(0, 2, 4, 8, 16, 24), locality_mask_counts=(2, 8, 16),
+    mask_counts=(0, 2, 4, 8, 16, 20), locality_mask_counts=(2, 8, 16),
     distractor_counts=(0, 1, 2), order_seeds=3, attribution_points=4, attribution_masks=16,
     decode_steps=8, sensitivity_counts=(0, 4, 8, 16), sensitivity_points=4,
     dtype="float32", batch_size=32, length_multiple=32,
