@@ -127,6 +127,10 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
 
         lora.check_config(config.lora)
     tok = check_tokenizer(config)
+    if config.context.eval_at_end:
+        from mdlm_jax.context import harness
+
+        harness.check_eval_at_end(config, tok)
     ma = config.loss.mask_agnostic
     if config.loss.terms.get("mask_agnostic", 0) and ma.eos_id != tok.eos_id:
         raise ValueError(f"loss.mask_agnostic.eos_id={ma.eos_id} differs from the tokenizer's "

@@ -395,6 +395,12 @@ def _after_training(config, workdir, setup, state, frozen, writer, log):
     if config.loss.terms.get("mask_agnostic", 0):
         out["invariance"] = _invariance(config, workdir, setup, state, frozen, "after",
                                         writer, log)
+    if config.context.eval_at_end:  # PAPER.md experiment 10: mask sensitivity
+        from mdlm_jax.context import harness
+
+        out["context"] = harness.evaluate_in_training(
+            config, workdir, setup.apply, _model_params(state, frozen), int(state["step"]),
+            mesh=setup.mesh)
     if config.train.sample_at_end and "nelbo" in config.loss.terms:
         from mdlm_jax import sample
 
