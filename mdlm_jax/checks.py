@@ -126,6 +126,10 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
 
         lora.check_config(config.lora)
     tok = check_tokenizer(config)
+    if config.context.eval_at_end:
+        from mdlm_jax.context import harness
+
+        harness.check_eval_at_end(config, tok)
     for term, _ in losses.configured_terms(config):
         if term.check is not None:
             term.check(config, tok)

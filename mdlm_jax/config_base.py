@@ -179,6 +179,37 @@ def base_config() -> mlc.ConfigDict:
     s.seed = 0
     s.eval_model_workdir = ""  # workdir of a causal (ar_nll) model scoring sample perplexity
 
+    # ------------------------------------------------------------- context
+    cx = c.context = mlc.ConfigDict()  # the context-comprehension suite (mdlm_jax/context)
+    cx.experiment = "extra_masks"  # see mdlm_jax/context/experiments.py (EXPERIMENTS)
+    cx.model_path = ""  # a workdir of this project or a HuggingFace model directory
+    cx.model_name = ""  # label in the results ('' : the directory's name)
+    cx.dtype = "bfloat16"  # weights and compute dtype while scoring
+    cx.seed = 0  # the test points (questions, examples, orders)
+    cx.relevant_tasks = ("adjective", "verb", "animal", "colour", "fruit", "country",
+                         "sport", "instrument")
+    cx.distractor_tasks = ("smallest", "largest")
+    cx.points = 1000  # test points per task pair
+    cx.n_relevant = 10  # in-context examples of the relevant task
+    cx.n_distractors = 40  # in-context examples of the distractor task
+    cx.positions = (0, 5, 10, 15, 20, 25, 30, 35, 40)  # relevant block starts (1, 2, 8)
+    cx.locations = ("left", "middle", "right")  # test question location (2)
+    cx.mask_counts = (0, 1, 2, 5, 10, 20, 50, 100, 150, 200)  # extra masks k (4, 6, 7)
+    cx.locality_mask_counts = (2, 50, 100, 200)  # extra masks of the locality sweep (8)
+    cx.distractor_counts = (0, 5, 10, 15, 20, 25, 30)  # context length sweep (5)
+    cx.fixed_masks = 2  # (5) masks in the input, answer slot included
+    cx.mask_fraction = 0.2  # (5) masks as a share of the input length
+    cx.order_seeds = 30  # (3, 9) random orders per test question
+    cx.attribution_points = 20  # (3, 9) test questions per task pair
+    cx.attribution_masks = 50  # (9) extra masks appended
+    cx.decode_steps = 40  # (7) sampler steps decoding the answer slot and the k masks
+    cx.batch_size = 8  # rounded up to a multiple of the data-parallel size
+    cx.length_multiple = 64  # prompt lengths padded up to a multiple (fewer compiles)
+    cx.progress_bar = True
+    cx.eval_at_end = False  # (10) mask-sensitivity evaluation at the end of training
+    cx.sensitivity_counts = (0, 8, 32, 128)  # (10) extra masks k
+    cx.sensitivity_points = 8  # (10) test points per task pair
+
     # ---------------------------------------------------------------- eval
     e = c.eval = mlc.ConfigDict()
     e.mc_samples = 4  # Monte Carlo time samples per sequence

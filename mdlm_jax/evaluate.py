@@ -107,7 +107,10 @@ def format_result(result: dict, config) -> str:
 def run(config, workdir: str) -> dict:
     """The ``eval`` command: the latest checkpoint of ``workdir`` (EMA when present)."""
     from mdlm_jax import model_loading
+    from mdlm_jax.checkpoint import integrity
 
+    # A config that does not describe the stored model is named before its own checks.
+    integrity.check_layout(workdir, config, integrity.PARAM_LAYOUT_KEYS, "evaluating")
     validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh_lib.make_mesh(config.mesh)

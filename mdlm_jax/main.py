@@ -1,7 +1,7 @@
 """The one entry point.
 
-    python -m mdlm_jax.main train|eval|sample --config configs/X.py[:arg] --workdir DIR \
-        [--config.group.key=value ...]
+    python -m mdlm_jax.main train|eval|sample|context --config configs/X.py[:arg] \
+        --workdir DIR [--config.group.key=value ...]
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
     python -m mdlm_jax.main benchmark --config configs/benchmarks/X.py[:task] \
         --config.benchmark.path=DIR
@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from mdlm_jax import command_line
 from mdlm_jax.config_base import base_config, nearest_key
 
-COMMANDS = ("train", "eval", "sample", "convert", "benchmark")
+COMMANDS = ("train", "eval", "sample", "context", "convert", "benchmark")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -65,6 +65,10 @@ def _dispatch(argv):
         from mdlm_jax import evaluate
 
         evaluate.run(config, FLAGS.workdir)
+    elif command == "context":
+        from mdlm_jax.context import harness
+
+        harness.run(config, FLAGS.workdir)
     else:
         from mdlm_jax import sample
 

@@ -93,10 +93,14 @@ def _prompt_ids(config, tokenizer):
 def run(config, workdir: str) -> list[dict]:
     """Restore EMA params from ``workdir``, sample, write and print; returns the rows."""
     from mdlm_jax import model_loading
+    from mdlm_jax.checkpoint import integrity
     from mdlm_jax.checks import validate_config
     from mdlm_jax.data.tokenizers import get_tokenizer
     from mdlm_jax.parallel import mesh as mesh_lib
 
+    # A config that does not describe the stored model is named first (its own checks,
+    # e.g. the canvas against model.max_length, would otherwise speak of the wrong model).
+    integrity.check_layout(workdir, config, integrity.PARAM_LAYOUT_KEYS, "sampling")
     validate_config(config, sampling=True)
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = model_loading.load_model(workdir, config, mesh=mesh, use_ema=True)

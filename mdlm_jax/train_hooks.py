@@ -259,6 +259,23 @@ class Samples(Hook):
                                                         run.config, mesh=run.plan.mesh)}
 
 
+class MaskSensitivity(Hook):
+    """PAPER.md experiment 10 at the end of training (``context.eval_at_end``): the
+    context suite's mask-sensitivity evaluation on the run's own model."""
+
+    def __init__(self, config):
+        self.final = config.context.eval_at_end
+
+    def at_end(self, run):
+        if not self.final:
+            return {}
+        from mdlm_jax.context import harness
+
+        return {"context": harness.evaluate_in_training(
+            run.config, run.workdir, run.plan.apply, run.model_params(),
+            int(run.state["step"]), mesh=run.plan.mesh)}
+
+
 # Evaluations a loss term may ask for by name (``losses.Term.evaluations``).
 EVALUATIONS: dict[str, Callable[[object], Hook]] = {
     "invariance": InvarianceReport,
@@ -267,7 +284,8 @@ EVALUATIONS: dict[str, Callable[[object], Hook]] = {
 
 
 def hooks_from_config(config, plan, bar) -> list[Hook]:
-    """Checkpointing, logging, evaluation, then the evaluations the loss terms want."""
+    """Checkpointing, logging, evaluation, the evaluations the loss terms want, then the
+    context suite's mask sensitivity."""
     hooks = [Checkpointing(config), MetricsLogging(config, plan, bar), Evaluation(config)]
     for name in losses.evaluations(config):
         if name not in EVALUATIONS:
@@ -275,6 +293,7 @@ def hooks_from_config(config, plan, bar) -> list[Hook]:
                              f"of {sorted(EVALUATIONS)}; register it in "
                              "train_hooks.EVALUATIONS")
         hooks.append(EVALUATIONS[name](config))
+    hooks.append(MaskSensitivity(config))
     return hooks
 
 

@@ -11,7 +11,7 @@ from mdlm_jax import model_loading, monitoring
 N = 3  # fine-tune steps before the interruption; the uninterrupted run does 2N
 
 
-def finetune_config(base_workdir, num_steps):
+def finetune_config(base_workdir, num_steps, *, context_eval=False):
     from conftest import make_tiny_config
 
     c = make_tiny_config(train__num_steps=num_steps, checkpoint__every_steps=N,
@@ -28,6 +28,11 @@ def finetune_config(base_workdir, num_steps):
     ma.probe_mask_counts = (0, 4)
     c.lora.rank, c.lora.alpha = 2, 4.0
     c.lora.targets = ("q", "v", "fc_in")
+    if context_eval:  # PAPER.md experiment 10 at the end of the fine-tune, sized for 256
+        cx = c.context
+        cx.eval_at_end, cx.relevant_tasks, cx.n_relevant, cx.n_distractors = (
+            True, ("animal",), 1, 2)
+        cx.sensitivity_counts, cx.sensitivity_points = (0, 4), 2
     return c
 
 
@@ -37,10 +42,20 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("finetune")
     run_captured(make_tiny_config(train__num_steps=4), root / "base")
-    full = run_captured(finetune_config(root / "base", 2 * N), root / "full")
+    full = run_captured(finetune_config(root / "base", 2 * N, context_eval=True),
+                        root / "full")
     run_captured(finetune_config(root / "base", N), root / "resumed")
     second = run_captured(finetune_config(root / "base", 2 * N), root / "resumed")
     return {"root": root, "full": full, "second": second}
+
+
+def test_finetune_ends_with_the_mask_sensitivity_evaluation(runs):
+    summary, console = runs["full"]
+    ctx = summary["context"]
+    assert [c["masks"] for c in ctx["conditions"]] == [1.0, 5.0] and ctx["points"] == 8
+    assert (runs["root"] / "full" / "context" / f"mask_sensitivity_step{2 * N}" /
+            "summary.json").exists()
+    assert "context mask_sensitivity" in console
 
 
 def losses(workdir):

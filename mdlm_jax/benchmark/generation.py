@@ -114,6 +114,8 @@ def make_generate_fn(apply, s: sampler.Settings, *, gen_start: int, cfg_scale: f
     batch = mesh_lib.batch_sharding(mesh)
     rep = NamedSharding(mesh, PartitionSpec())
     outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep}
+    if not model_cfg.causal:  # the diffusion sampler also counts blocks its first call filled
+        outs["first_call_blocks"] = rep
     jitted = jax.jit(fn, in_shardings=(param_shardings, batch, batch, rep), out_shardings=outs)
 
     def call(params, canvas, pad_B, rng):

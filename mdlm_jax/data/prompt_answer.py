@@ -45,6 +45,7 @@ import random
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mdlm_jax.context import tasks
 from mdlm_jax.data import builders, documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
@@ -122,53 +123,27 @@ def _fields(rec: dict, where: str):
                    f"and 'response'); found {sorted(rec)}")
 
 
-_WORD_LISTS = {
-    "adjective": "quirky brave calm eager gentle happy jolly kind lively proud silly tidy "
-                 "witty clever fierce humble noisy polite rapid shy",
-    "verb": "knit persuade run swim build carry dance explore gather jump laugh listen "
-            "paint read sing throw wander write climb whisper",
-    "animal": "cat dog horse rabbit tiger zebra otter eagle falcon lizard monkey panda "
-              "shark sheep whale wolf badger camel donkey goose",
-    "colour": "red blue green yellow purple orange violet indigo crimson scarlet teal "
-              "amber maroon olive navy beige ivory coral cyan magenta",
-    "fruit": "apple banana cherry grape lemon mango melon peach pear plum kiwi lime "
-             "papaya apricot fig guava date quince orange olive",
-    "country": "france spain italy japan brazil canada egypt india kenya mexico norway "
-               "peru chile china greece ireland poland sweden turkey vietnam",
-}
-WORDS = {task: words.split() for task, words in _WORD_LISTS.items()}
-LETTERS = "ABC"
+WORDS = tasks.WORDS  # the suite's word lists (mdlm_jax/context/words)
 
 
 def _mc_question(rng: random.Random, task: str) -> tuple[str, str]:
     """One question ``'Options: (A) x, (B) y, (C) z\\nAnswer:'`` and its letter."""
-    if task in ("smallest", "largest"):
-        nums = rng.sample(range(1, 100), 3)
-        pick = min(nums) if task == "smallest" else max(nums)
-        opts = [str(n) for n in nums]
-        right = opts.index(str(pick))
-    else:
-        pool = sorted({w for k, ws in WORDS.items() if k != task for w in ws
-                       if w not in WORDS[task]})
-        right = rng.randrange(3)
-        opts = rng.sample(pool, 2)
-        opts.insert(right, rng.choice(WORDS[task]))
-    text = ", ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(opts))
-    return f"Options: {text}\nAnswer:", LETTERS[right]
+    options, right = tasks.mc_question(rng, task)
+    return tasks.options_text(options), tasks.LETTERS[right]
 
 
 def embedded_examples(n: int = 3000, seed: int = 0) -> list[tuple[str, str, str, str]]:
     """The generated multiple-choice set: ``n`` examples of ``(prompt, answer, '', where)``.
 
     Each prompt names its task ("Choose the animal.") and holds 0-2 solved examples of the
-    same task before the question: word tasks (adjective, verb, animal, colour, fruit,
-    country) and the paper's number distractors (smallest / largest number).
+    same task before the question: the word tasks and number distractors (smallest /
+    largest) of the context suite (``mdlm_jax.context.tasks``, one generator for both).
     """
     rng = random.Random(seed)
-    tasks = list(WORDS) + ["smallest", "largest"]
+    names = list(tasks.CATEGORIES) + list(tasks.DISTRACTORS)
     out = []
     for i in range(n):
-        task = tasks[i % len(tasks)]
+        task = names[i % len(names)]
         what = f"{task} number" if task in ("smallest", "largest") else task
         shots = [
             "".join(_mc_question(rng, task)) for _ in range(rng.randrange(3))
@@ -193,8 +168,9 @@ class PromptAnswer(builders._LocalBuilder):
     """Tokenized prompt/answer records (see the module docstring)."""
 
     name = "mdlm_prompt_answer"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Prompt, answer, EOS padding; lengths stored."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Prompt, answer, EOS padding; lengths stored.",
+                     "1.1.0": "Embedded set drawn from the context suite's 8 word lists."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         n = self.builder_config.seq_len

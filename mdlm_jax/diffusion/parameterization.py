@@ -58,3 +58,4 @@ def subs_log_probs(logits_BxLxV, xt_BxL, mask_id: int):
     carried = jnp.where(onehot, 0.0, NEG_INF)
     is_masked = (xt_BxL == mask_id)[..., None]
     return jnp.where(is_masked, logp, carried)
+

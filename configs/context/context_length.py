@@ -1,0 +1,17 @@
+"""(5) Context length (RQ4): 0..30 distractors with 2 masks or masks = 20% of the input.
+
+    python -m mdlm_jax.main context --config configs/context/context_length.py \\
+        --workdir runs/quickstart
+    python -m mdlm_jax.main context \\
+        --config configs/context/context_length.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
+
+Arguments and presets: configs/context/suite.py.
+"""
+
+from mdlm_jax.config_base import load_config_module, sibling_path
+
+
+def get_config(arg=None):
+    suite = load_config_module(sibling_path(__file__, "suite.py"))
+    return suite.suite_config("context_length", arg)

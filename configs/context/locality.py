@@ -1,0 +1,17 @@
+"""(1) Locality (RQ1): the relevant block moves 0..40; the masked question at the end.
+
+    python -m mdlm_jax.main context --config configs/context/locality.py \\
+        --workdir runs/quickstart
+    python -m mdlm_jax.main context \\
+        --config configs/context/locality.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
+
+Arguments and presets: configs/context/suite.py.
+"""
+
+from mdlm_jax.config_base import load_config_module, sibling_path
+
+
+def get_config(arg=None):
+    suite = load_config_module(sibling_path(__file__, "suite.py"))
+    return suite.suite_config("locality", arg)

@@ -1,0 +1,17 @@
+"""(10) Mask sensitivity (the paper's guideline): k in {0, 8, 32, 128}, a short evaluation.
+
+    python -m mdlm_jax.main context --config configs/context/mask_sensitivity.py \\
+        --workdir runs/quickstart
+    python -m mdlm_jax.main context \\
+        --config configs/context/mask_sensitivity.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
+
+Arguments and presets: configs/context/suite.py.
+"""
+
+from mdlm_jax.config_base import load_config_module, sibling_path
+
+
+def get_config(arg=None):
+    suite = load_config_module(sibling_path(__file__, "suite.py"))
+    return suite.suite_config("mask_sensitivity", arg)

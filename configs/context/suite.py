@@ -1,0 +1,77 @@
+"""Shared settings of the context-comprehension experiments (PAPER.md section 4).
+
+Each ``configs/context/<experiment>.py`` is this config with ``context.experiment`` set.
+Arguments (``configs/context/<experiment>.py:ARGS``, comma separated):
+
+    model=NAME   quickstart (default) | llada_base | llada_instruct | dream_base |
+                 dream_instruct | llama3 | qwen25 (presets: label, batch size, dtype)
+    path=DIR     the model: a workdir of this project or a HuggingFace directory
+                 (quickstart: runs/quickstart)
+    points=N     test points per task pair (paper: 1000; quickstart preset: 10)
+
+The paper's models, e.g. LLaDA-8B-Base on one GPU (bf16 weights)::
+
+    python -m mdlm_jax.main context \\
+        --config configs/context/extra_masks.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
+
+The quickstart preset sizes every experiment for the quickstart model (char tokenizer,
+``model.max_length=256``): 1 relevant + 2 distractor examples, at most 20 extra masks (the
+" ." filler of dot_filler takes two char tokens each)::
+
+    python -m mdlm_jax.main train --config configs/quickstart.py --workdir runs/quickstart
+    python -m mdlm_jax.main context --config configs/context/extra_masks.py \\
+        --workdir runs/quickstart
+"""
+
+from mdlm_jax.config_base import base_config, lock, parse_arg
+
+# name -> (label, context overrides). AR baselines (llama3, qwen25) run the experiments
+# without mask tokens: locality, mask_location, attribution, dot_filler.
+MODELS = {
+    "quickstart": ("quickstart", {}),
+    "llada_base": ("LLaDA-8B-Base", {}),
+    "llada_instruct": ("LLaDA-8B-Instruct", {}),
+    "dream_base": ("Dream-v0-Base-7B", {}),
+    "dream_instruct": ("Dream-v0-Instruct-7B", {}),
+    "llama3": ("Meta-Llama-3-8B", {}),
+    "qwen25": ("Qwen2.5-7B", {}),
+}
+
+QUICK = dict(
+    points=10, n_relevant=1, n_distractors=2, positions=(0, 1, 2),
+    mask_counts=(0, 2, 4, 8, 16, 20), locality_mask_counts=(2, 8, 16),
+    distractor_counts=(0, 1, 2), order_seeds=3, attribution_points=4, attribution_masks=16,
+    decode_steps=8, sensitivity_counts=(0, 4, 8, 16), sensitivity_points=4,
+    dtype="float32", batch_size=32, length_multiple=32,
+)
+
+
+def suite_config(experiment: str, arg=None):
+    c = base_config()
+    _, values = parse_arg(arg, config_name=f"context/{experiment}",
+                          keys=("model", "path", "points"))
+    name = values.get("model", "quickstart")
+    if name not in MODELS:
+        raise ValueError(f"context/{experiment}: unknown model={name!r}; valid: "
+                         f"{', '.join(MODELS)}")
+    label, overrides = MODELS[name]
+    cx = c.context
+    cx.experiment = experiment
+    cx.model_name = label
+    if name == "quickstart":
+        cx.update(QUICK)
+        cx.model_path = "runs/quickstart"
+    else:
+        cx.batch_size = 16
+        cx.dtype = "bfloat16"
+    cx.update(overrides)
+    if "path" in values:
+        cx.model_path = values["path"]
+    if "points" in values:
+        cx.points = int(values["points"])
+    return lock(c)
+
+
+def get_config(arg=None):
+    return suite_config("extra_masks", arg)

@@ -1,0 +1,17 @@
+"""(7) Unmasking ablation: 40 decoding steps, random vs confidence, vs one step.
+
+    python -m mdlm_jax.main context --config configs/context/unmasking.py \\
+        --workdir runs/quickstart
+    python -m mdlm_jax.main context \\
+        --config configs/context/unmasking.py:model=llada_base,path=/models/LLaDA-8B-Base \\
+        --workdir runs/context_llada_base
+
+Arguments and presets: configs/context/suite.py.
+"""
+
+from mdlm_jax.config_base import load_config_module, sibling_path
+
+
+def get_config(arg=None):
+    suite = load_config_module(sibling_path(__file__, "suite.py"))
+    return suite.suite_config("unmasking", arg)
