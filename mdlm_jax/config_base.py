@@ -137,7 +137,6 @@ def base_config() -> mlc.ConfigDict:
     # ---------------------------------------------------------------- mesh
     me = c.mesh = mlc.ConfigDict()
     me.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
-    me.axes = ("data", "fsdp", "tensor")
     me.rules = DEFAULT_RULES
 
     # ---------------------------------------------------------- checkpoint

@@ -137,6 +137,7 @@ def _mesh_cfg(shape):
     ((3, 1, 1), "8"),
     ((-1, 3, 1), "divisible"),
     ((-1, -1, 1), "more than one -1"),
+    ((8, 1), r"must have 3 entries, the sizes of the mesh axes \('data', 'fsdp', 'tensor'\)"),
 ])
 def test_mesh_shape_not_matching_devices_is_a_clear_error(shape, match):
     with pytest.raises(ValueError, match=match):
