@@ -329,7 +329,26 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer
         log(f"loss {first[1]:.4f} (step {first[0]}) -> {last[1]:.4f} (step {last[0]})")
         summary.update(_after_training(config, workdir, setup, state, frozen, writer, log))
     writer.close()
+    if jax.process_index() == 0:
+        _show_outputs(workdir, log)
     return summary
+
+
+def _show_outputs(workdir, log):
+    """The loss curve PNG (redrawn from ``metrics.jsonl``) and where TensorBoard looks."""
+    import os
+
+    try:
+        from mdlm_jax import plotting
+
+        png = plotting.save_loss_curve(workdir)
+    except ImportError as e:
+        log(f"loss curve not drawn: {e} (pip install matplotlib)")
+    else:
+        if png:
+            log(f"loss curve: {png}")
+    tb = os.path.join(workdir, "tensorboard")
+    log(f"TensorBoard logs: {tb} (view: pip install tensorboard; tensorboard --logdir {tb})")
 
 
 def _model_params(state, frozen, *, use_ema=True):
