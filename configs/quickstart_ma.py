@@ -1,8 +1,8 @@
 """Mask-agnostic fine-tuning of the quickstart model on CPU in a few minutes.
 
-Restores the quickstart MDLM (``configs/quickstart.py``: DiT, char tokenizer, vocab 258,
-mask id 257) from its workdir and trains LoRA adapters (rank 8 on q, k, v, o, fc_in,
-fc_out) with the mask-agnostic term (CE + TV, PAPER.md section 5) on the generated
+Restores the quickstart MDLM (``configs/quickstart.py``: llama family, char tokenizer,
+vocab 258, mask id 257) from its workdir and trains LoRA adapters (rank 8 on q, k, v, o,
+gate, up, down) with the mask-agnostic term (CE + TV, PAPER.md section 5) on the generated
 three-option multiple-choice set (``data.files='embedded'``: word tasks and smallest /
 largest number distractors, answers 'A' / 'B' / 'C'), 256 characters of context, up to 64
 appended masks (curriculum from 4 over 100 steps)::
@@ -51,7 +51,7 @@ def get_config(arg=None):
     lo.full_finetune = "full" in flags  # the choice is explicit: LoRA or every weight
     if "full" not in flags:
         lo.rank, lo.alpha, lo.dropout = 8, 16.0, 0.0
-        lo.targets = ("q", "k", "v", "o", "fc_in", "fc_out")
+        lo.targets = ("q", "k", "v", "o", "gate", "up", "down")
 
     da = c.data
     da.name = "prompt_answer"

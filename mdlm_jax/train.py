@@ -244,4 +244,6 @@ def _loop(run: TrainRun) -> dict:
         for hook in hooks:
             summary.update(hook.at_end(run))
     run.writer.close()
+    for hook in hooks:
+        hook.at_exit(run)
     return summary

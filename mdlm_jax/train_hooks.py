@@ -8,6 +8,7 @@ The loop (``train._loop``) steps the optimizer and calls, in order, every hook o
     after_step(run, step)           when ``hook.due(run, step)``: ``every`` steps by default
     after_loop(run)                 once the loop stops (finished or preempted)
     at_end(run) -> dict             once, when the run reached ``train.num_steps``
+    at_exit(run)                    last, once the metrics file is closed (always)
 
 A loss term asks for evaluations by name (``losses.Term.evaluations``); they are looked up
 in :data:`EVALUATIONS`, so a new term and its evaluation need no edit of the loop.
@@ -115,6 +116,9 @@ class Hook:
 
     def at_end(self, run: TrainRun) -> dict:
         return {}
+
+    def at_exit(self, run: TrainRun) -> None:
+        pass
 
 
 class Checkpointing(Hook):
@@ -276,6 +280,27 @@ class MaskSensitivity(Hook):
             int(run.state["step"]), mesh=run.plan.mesh)}
 
 
+class RunOutputs(Hook):
+    """Where to look once training stops: the loss curve PNG (redrawn from
+    ``metrics.jsonl``) and the TensorBoard folder (process 0)."""
+
+    def at_exit(self, run):
+        if jax.process_index() != 0:
+            return
+        try:
+            from mdlm_jax import plotting
+
+            png = plotting.save_loss_curve(run.workdir)
+        except ImportError as e:
+            run.log(f"loss curve not drawn: {e} (pip install matplotlib)")
+        else:
+            if png:
+                run.log(f"loss curve: {png}")
+        tb = os.path.join(run.workdir, "tensorboard")
+        run.log(f"TensorBoard logs: {tb} (view: pip install tensorboard; tensorboard "
+                f"--logdir {tb})")
+
+
 # Evaluations a loss term may ask for by name (``losses.Term.evaluations``).
 EVALUATIONS: dict[str, Callable[[object], Hook]] = {
     "invariance": InvarianceReport,
@@ -284,8 +309,8 @@ EVALUATIONS: dict[str, Callable[[object], Hook]] = {
 
 
 def hooks_from_config(config, plan, bar) -> list[Hook]:
-    """Checkpointing, logging, evaluation, the evaluations the loss terms want, then the
-    context suite's mask sensitivity."""
+    """Checkpointing, logging, evaluation, the evaluations the loss terms want, the
+    context suite's mask sensitivity, then the pointers to the run's outputs."""
     hooks = [Checkpointing(config), MetricsLogging(config, plan, bar), Evaluation(config)]
     for name in losses.evaluations(config):
         if name not in EVALUATIONS:
@@ -294,6 +319,7 @@ def hooks_from_config(config, plan, bar) -> list[Hook]:
                              "train_hooks.EVALUATIONS")
         hooks.append(EVALUATIONS[name](config))
     hooks.append(MaskSensitivity(config))
+    hooks.append(RunOutputs())
     return hooks
 
 

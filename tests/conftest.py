@@ -52,6 +52,7 @@ def make_tiny_config(**overrides):
     """
     c = load_config("quickstart")
     m = c.model
+    m.family = "dit"  # the tests name DiT projections (fc_in, fc_out)
     m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 32, 2, 2, 64
     m.cond_dim, m.max_length = 32, 64
     c.data.seq_len, c.data.global_batch_size = 32, 8

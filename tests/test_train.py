@@ -53,6 +53,10 @@ def test_loss_falls(runs):
 def test_resumed_run_equals_uninterrupted_run(runs):
     assert runs["first"]["end_step"] == N and runs["second"]["start_step"] == N
     assert f"Resumed from step {N}" in runs["console"]
+    resumed_dir = runs["root"] / "resumed"
+    assert f"loss curve: {resumed_dir / 'loss_curve.png'}" in runs["console"]
+    assert f"TensorBoard logs: {resumed_dir / 'tensorboard'}" in runs["console"]
+    assert (resumed_dir / "loss_curve.png").stat().st_size > 1000
     full, resumed = train_losses(runs["root"] / "full"), train_losses(runs["root"] / "resumed")
     assert sorted(resumed) == list(range(1, 2 * N + 1))
     for step in range(1, 2 * N + 1):  # same data order and noise before and after resuming

@@ -331,9 +331,9 @@ def test_quickstart_ma_config_builds():
     c = _load_config("quickstart_ma", "restore=/tmp/qs")
     assert c.checkpoint.restore_from == "/tmp/qs" and c.loss.mask_agnostic.beta == 1.0
     assert c.data.name == "prompt_answer" and c.data.files == "embedded"
-    assert c.model.family == "dit" and c.diffusion.mask_id == 257
+    assert c.model.family == "llama" and c.diffusion.mask_id == 257
     _, shapes, _ = model.abstract(c.model, transform=lora.transform(c.lora))
-    assert "lora_a" in shapes["blocks"]["fc_in"]
+    assert "lora_a" in shapes["blocks"]["up"]
     assert _load_config("quickstart_ma", "ce,full").lora.rank == 0
 
 
