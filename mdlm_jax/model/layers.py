@@ -131,16 +131,34 @@ def attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, *, causal, segment_ids_BxL, imple
     if segment_ids_BxL is not None:
         same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
         mask = same[:, None, :, :]
-    impl = None if implementation in ("", "auto") else implementation
+    impl = resolve_attention(implementation, jax.default_backend(), q_BxLxNxK.dtype)
     return jax.nn.dot_product_attention(
         q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, mask=mask, is_causal=causal, implementation=impl
     )
 
 
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+TIME_FREQ_DIM = 256  # sinusoidal features of the DiT's time embedding
+
+
+def resolve_attention(implementation: str, platform: str, dtype=None) -> str:
+    """``model.attention_impl`` for a platform: ``auto`` is cuDNN's fused kernel on a GPU
+    (16-bit compute; cuDNN has no float32 kernel) and XLA's attention elsewhere; an explicit
+    choice is kept. ``platform`` '' keeps ``auto`` for the platform the model runs on."""
+    if implementation not in ATTENTION_IMPLS:
+        raise ValueError(f"model.attention_impl={implementation!r} is unknown; use one of "
+                         f"{ATTENTION_IMPLS}")
+    if implementation != "auto" or not platform:
+        return implementation
+    if platform == "gpu" and (dtype is None or jnp.dtype(dtype).itemsize == 2):
+        return "cudnn"
+    return "xla"
+
+
 class TimestepEmbedder(nnx.Module):
     """MDLM's ``sigma_map``: sinusoidal features of the noise level, then an MLP."""
 
-    def __init__(self, cond_dim, *, rngs, param_dtype, init_std, freq_dim=256):
+    def __init__(self, cond_dim, *, rngs, param_dtype, init_std, freq_dim=TIME_FREQ_DIM):
         self.freq_dim = freq_dim
         self.mlp_in = Projection((freq_dim,), (cond_dim,), ("cond",), ("cond",),
                                  use_bias=True, rngs=rngs, param_dtype=param_dtype,
@@ -159,4 +177,5 @@ class TimestepEmbedder(nnx.Module):
 
 
 __all__ = ["Projection", "RMSNorm", "LayerNorm", "rope_tables", "apply_rope", "attention",
+           "resolve_attention",
            "TimestepEmbedder", "constrain", "param"]
