@@ -77,6 +77,7 @@ def base_config() -> mlc.ConfigDict:
     lo = c.loss = mlc.ConfigDict()
     lo.terms = mlc.ConfigDict({"nelbo": 1.0})  # term name -> weight
     lo.normalize = "tokens"  # tokens: divide by valid tokens; sequence: by sequences
+    lo.logits_chunk = 0  # positions projected to the vocabulary at a time (0: all at once)
     ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)
     ma.alpha = 0.1  # weight of L_CE
     ma.beta = 1.0  # weight of L_TV (>= 0; 0: CE-only)
