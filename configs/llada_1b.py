@@ -85,6 +85,7 @@ def get_config(arg=None):
 
     c.loss.terms = {"nelbo": 1.0}
     c.loss.normalize = "tokens"  # LLaDA: divide by batch x length (no padding in pretraining)
+    c.loss.logits_chunk = 512  # float32 logits over 126k ids for 512 positions at a time
     c.loss.mask_agnostic.eos_id = 126081
 
     da = c.data

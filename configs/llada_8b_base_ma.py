@@ -73,6 +73,7 @@ def llada_ma_config(kind: str, arg=None):
     d.mask_id = 126336
 
     c.loss.terms = {"mask_agnostic": 1.0}
+    c.loss.logits_chunk = 256  # float32 logits over 126k ids for 256 positions at a time
     ma = c.loss.mask_agnostic
     ma.alpha, ma.beta = 0.1, beta
     ma.p_low, ma.p_high = 0.2, 0.8
