@@ -23,7 +23,7 @@ DEFAULT_RULES = (
     ("vocab", "tensor"),
     ("layers", None),
     ("cond", None),
-    ("lora_rank", None),
+    ("lora_rank", "tensor"),  # taken only where the adapter's feature axes leave it free
 )
 
 
