@@ -57,7 +57,7 @@ def base_config() -> mlc.ConfigDict:
     m.tie_embeddings = False
     m.dtype = "float32"  # compute dtype
     m.param_dtype = "float32"
-    m.attention_impl = "auto"  # auto (cuDNN on GPU, XLA elsewhere) | xla | cudnn
+    m.attention_impl = "auto"  # auto: cuDNN on GPU, splash on TPU, XLA on CPU | xla | cudnn
     m.remat_policy = "none"  # none | full | dots_saveable | nothing_saveable | ...
     m.scan_layers = True
     m.init_std = 0.02
