@@ -86,3 +86,41 @@ def test_unknown_topology_is_one_clear_line():
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r.returncode != 0
     assert "error: --topology 'v99:1x1'" in r.stderr, r.stderr[-2000:]
+
+
+# Every scale config on the hardware its docstring names. TPU targets compile through
+# libtpu on this host; GPU targets need a GPU host (--platform gpu). Compiling a 1B-8B model
+# for a pod slice takes minutes on 2 cores: CI compiles the first (representative) case,
+# MDLM_COMPILE_ALL=1 compiles them all; docs/BENCHMARKS.md records their reports.
+SCALE_TARGETS = [
+    ("mdlm_owt_small.py:tpu", "v5p:2x2x2"),
+    ("ar_small.py:tpu", "v5p:2x2x2"),
+    ("llada_1b.py:fsdp", "v5p:2x2x2"),
+    ("llada_8b_pretrain.py", "v5p:4x4x4"),
+    ("llada_8b_base_ma.py:ce_tv", "gpu"),
+    ("llada_8b_pretrain.py:hw=h200x8", "gpu"),
+]
+
+
+@pytest.mark.parametrize("name,target", SCALE_TARGETS, ids=[n for n, _ in SCALE_TARGETS])
+def test_scale_config_fits_its_stated_hardware(name, target):
+    import jax
+
+    from mdlm_jax.config_base import load_config_file
+
+    if target == "gpu":
+        if jax.default_backend() != "gpu":
+            pytest.skip(f"{name} targets GPUs: run on a GPU host (compile --platform gpu)")
+    elif not HAS_LIBTPU:
+        pytest.skip("libtpu is not installed (pip install 'jax[tpu]'): cannot compile for "
+                    f"{target}")
+    elif (name, target) != SCALE_TARGETS[0] and not os.environ.get("MDLM_COMPILE_ALL"):
+        pytest.skip(f"{name} on {target} compiles for minutes on 2 cores; "
+                    "MDLM_COMPILE_ALL=1 runs it (report in docs/BENCHMARKS.md)")
+    path, _, arg = name.partition(":")
+    config = load_config_file(os.path.join(REPO, "configs", path), arg or None)
+    report = aot.compile_train(config, topology="" if target == "gpu" else target,
+                               platform="gpu" if target == "gpu" else "", search=False,
+                               flops=False, name=name)
+    print("\n".join(report.lines()))
+    assert report.fits, "\n".join(report.lines())
