@@ -9,6 +9,10 @@ jitted per-step update (the ``confidence`` strategy, same maths), and prints the
 ``--torch`` also times ``bench/torch_llada_sampler.py`` (LLaDA's loop in PyTorch, weights
 copied from the same params) and prints the JAX / PyTorch ratio and the share of equal
 tokens at temperature 0. Parameters are random: throughput does not depend on them.
+"published calls/token" counts the model calls the published loop makes for the same run
+(``sampler.reference_model_calls``: Fast-dLLM's KV-cache loops call once more in a block
+that its first call decoded whole); ``--mask_in_softmax keep`` samples as the published
+code does (the default, drop, is this project's SUBS).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ def parse():
     a("--repeats", type=int, default=3)
     a("--python_loop", action="store_true")
     a("--torch", action="store_true")
+    a("--mask_in_softmax", default="drop", choices=("keep", "drop"),
+      help="keep: the published LLaDA / Fast-dLLM softmax (the torch loop follows it)")
     return p.parse_args()
 
 
@@ -64,6 +70,7 @@ def make_config(args):
     s.gen_length, s.block_length, s.steps = args.gen_length, args.block_length, args.steps
     s.extra_masks, s.temperature, s.threshold = args.extra_masks, args.temperature, \
         args.threshold
+    s.mask_in_softmax = args.mask_in_softmax
     return c
 
 
@@ -132,7 +139,8 @@ def main():
           f"extra_masks {args.extra_masks}, T={args.temperature}")
     rng = np.random.default_rng(1)
     prompt = rng.integers(0, args.vocab_size - 1, args.prompt_length).tolist()
-    print(f"{'strategy':<22}{'batch':>6}{'tokens/s':>12}{'calls/token':>13}{'seconds':>10}")
+    print(f"{'strategy':<22}{'batch':>6}{'tokens/s':>12}{'calls/token':>13}"
+          f"{'published calls/token':>23}{'seconds':>10}")
     jax_conf = {}
     for b in map(int, args.batch_sizes.split(",")):
         for strategy in args.strategies.split(","):
@@ -147,8 +155,9 @@ def main():
                                  args.repeats)
                 name = strategy + ("" if kv == "none" else f"+{kv}")
                 calls = int(out["model_calls"]) / args.gen_length
+                ref = sampler.reference_model_calls(out, s) / args.gen_length
                 print(f"{name:<22}{b:>6}{b * args.gen_length / sec:>12.1f}{calls:>13.3f}"
-                      f"{sec:>10.4f}")
+                      f"{ref:>23.3f}{sec:>10.4f}")
                 if strategy == "confidence" and kv == "none":
                     jax_conf[b] = (sec, np.asarray(out["tokens"]), canvas, start, s)
     for b, (sec, tokens, canvas, start, s) in jax_conf.items():
@@ -174,7 +183,8 @@ def torch_compare(params, c, s, canvas, start, tokens, sec, b, args):
     tmodel = tls.TorchLlama.from_jax(jax.device_get(params), c.model)
     prompt = torch.from_numpy(np.array(canvas[:, :start])).long()
     kw = dict(steps=s.steps, gen_length=s.gen_length, block_length=s.block_length,
-              temperature=s.temperature, mask_id=s.mask_id, extra_masks=s.extra_masks)
+              temperature=s.temperature, mask_id=s.mask_id, extra_masks=s.extra_masks,
+              suppress_mask=not s.mask_in_softmax)
     tls.generate(tmodel, prompt, **kw)  # warm-up
     best = float("inf")
     for _ in range(args.repeats):

@@ -2,9 +2,12 @@
 
 The loop follows LLaDA's ``generate.py``: semi-autoregressive blocks, LLaDA's
 ``get_num_transfer_tokens``, ``add_gumbel_noise`` in float64, ``low_confidence`` or
-``random`` remasking and one full forward pass per step (no cache, no CFG). One change,
-for comparability with mdlm_jax (whose SUBS parameterization never predicts the mask):
-with ``suppress_mask`` (default) the mask token's logit is set to -inf before sampling.
+``random`` remasking and one full forward pass per step (no cache, no CFG). With
+``threshold`` it is Fast-dLLM's uncached ``generate`` instead: every masked token of the
+block whose confidence is >= threshold, and always the most confident one, until the
+block is decoded. ``suppress_mask=False`` is the published code (the mask token stays in
+the softmax, and an argmax on it leaves the position masked); ``suppress_mask=True`` sets
+the mask logit to -inf first, like mdlm_jax's ``sampler.mask_in_softmax='drop'``.
 
 The model is RMSNorm + SwiGLU + RoPE (half-split) + bidirectional attention through
 ``F.scaled_dot_product_attention``, with weights copied from mdlm_jax's params pytree
@@ -109,8 +112,10 @@ def get_num_transfer_tokens(mask_index, steps):
 
 @torch.no_grad()
 def generate(model, prompt, *, steps, gen_length, block_length, temperature=0.0,
-             remasking="low_confidence", mask_id, extra_masks=0, suppress_mask=True):
-    """LLaDA's ``generate`` (+ ``extra_masks`` masks after the region, never decoded)."""
+             remasking="low_confidence", mask_id, extra_masks=0, suppress_mask=True,
+             threshold=None):
+    """LLaDA's ``generate`` (+ ``extra_masks`` masks after the region, never decoded), or
+    Fast-dLLM's with ``threshold``; returns ``(tokens, model calls)``."""
     b, p = prompt.shape
     x = torch.full((b, p + gen_length + extra_masks), mask_id, dtype=torch.long,
                    device=prompt.device)
@@ -124,7 +129,12 @@ def generate(model, prompt, *, steps, gen_length, block_length, temperature=0.0,
         lo, hi = p + nb * block_length, p + (nb + 1) * block_length
         block_mask_index = x[:, lo:hi] == mask_id
         num_transfer_tokens = get_num_transfer_tokens(block_mask_index, steps)
-        for i in range(steps):
+        i = 0
+        # Fast-dLLM loops until the block is decoded; with the mask kept in the softmax a
+        # position whose argmax is the mask stays masked, so (like mdlm_jax) stop after
+        # block_length steps
+        while (i < steps) if threshold is None else \
+                (bool((x[:, lo:hi] == mask_id).any()) and i < block_length):
             mask_index = x == mask_id
             logits = model(x)
             calls += 1
@@ -143,7 +153,12 @@ def generate(model, prompt, *, steps, gen_length, block_length, temperature=0.0,
             confidence = torch.where(mask_index, x0_p, -np.inf)
             transfer_index = torch.zeros_like(x0, dtype=torch.bool)
             for j in range(confidence.shape[0]):
+                if threshold is not None:  # Fast-dLLM: above tau, at least the best one
+                    transfer_index[j] = mask_index[j] & (confidence[j] >= threshold)
+                    transfer_index[j, torch.argmax(confidence[j])] = mask_index[j].any()
+                    continue
                 _, select_index = torch.topk(confidence[j], k=int(num_transfer_tokens[j, i]))
                 transfer_index[j, select_index] = True
             x[transfer_index] = x0[transfer_index]
+            i += 1
     return x, calls

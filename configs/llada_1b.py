@@ -115,7 +115,9 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 2000
     c.eval.batch_size = 32
     c.sampler.eos_id = 126081
-    c.sampler.strategy = "confidence"
+    c.sampler.strategy = "confidence"  # LLaDA's published protocol: greedy, low-confidence
+    c.sampler.remasking = "low_confidence"  # remasking; trained here with SUBS, so the
+    c.sampler.temperature = 0.0  # mask leaves the softmax (sampler.mask_in_softmax=auto)
     c.sampler.gen_length = 256
     c.sampler.block_length = 32
     c.sampler.steps = 256

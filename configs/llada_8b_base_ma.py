@@ -22,6 +22,11 @@ One GPU host (8 GPUs)::
 
 Args (comma separated): ``ce_tv`` | ``ce``; ``path=DIR`` (HF checkpoint directory, also the
 tokenizer); ``data=GLOB`` (OpenOrca JSONL files); ``smoke`` (a tiny model for CPU tests).
+
+The directory is the truth: when the command starts, the architecture, the mask id, the
+EOS / padding id and the tokenizer are read from ``path`` (``checkpoint.hf_config``), so
+the published LLaDA-8B values below only describe the model when no directory is given. A
+``--config.model.*`` override that contradicts the directory is an error.
 """
 
 from mdlm_jax.config_base import base_config, lock
@@ -31,7 +36,7 @@ from mdlm_jax.config_base import parse_arg as parse_config_arg
 VARIANTS = {"base": {"ce_tv": (1.0, 1e-5), "ce": (0.0, 1e-6)},
             "instruct": {"ce_tv": (10.0, 1e-6), "ce": (0.0, 1e-5)}}
 FLAGS = ("ce_tv", "ce", "smoke")
-LLADA_EOS = 126081  # <|endoftext|>, LLaDA's padding token in SFT
+LLADA_EOS = 126081  # <|endoftext|>, LLaDA's padding token in SFT (the directory's wins)
 
 
 def parse_arg(arg, name="llada_8b_ma"):
@@ -49,6 +54,7 @@ def llada_ma_config(kind: str, arg=None):
     path = values.get("path", "")
     c = base_config()
     m = c.model
+    # LLaDA-8B's published architecture and ids: replaced by the directory's (path=).
     m.family = "llama"
     m.vocab_size = 126464
     m.d_model = 4096
@@ -111,6 +117,10 @@ def llada_ma_config(kind: str, arg=None):
     c.mesh.shape = (1, 1, -1)
     c.eval.batch_size = 3
     c.sampler.eos_id = LLADA_EOS
+    sa = c.sampler  # LLaDA's published generate: greedy, low-confidence remasking, blocks
+    sa.strategy, sa.remasking, sa.temperature = "confidence", "low_confidence", 0.0
+    sa.gen_length, sa.block_length, sa.steps = 128, 32, 128
+    sa.mask_in_softmax = "keep"  # published LLaDA weights: the mask stays in the softmax
 
     if smoke:
         m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 300, 64, 2, 4, 128

@@ -9,10 +9,12 @@ directory (Llama / Qwen2 layout), e.g. a quickstart AR baseline exported with
     python -m mdlm_jax.main train --config configs/quickstart_from_ar.py:/path/to/exported_ar \
         --workdir runs/quickstart_from_ar
 
-Model shape, mask id and tokenizer are read from the directory (``hf.apply_to_config``
-with ``as_diffusion=True``): with no spare id in the vocabulary a mask row is appended
-(257 for the byte-level quickstart vocabulary of 256 bytes + EOS). Without an argument the
-config describes a quickstart-sized model so it can be inspected and built on its own.
+The directory is the truth: model shape, mask id, EOS id and tokenizer come from it when
+the command starts (``checkpoint.hf_config.configure_from_directory``, adapting the causal
+model since the loss is the diffusion NELBO): with no spare id in the vocabulary a mask row
+is appended (257 for the byte-level quickstart vocabulary of 256 bytes + EOS). This file
+states only the recipe: optimizer, schedule, data and sequence length. Without an argument
+the config describes a quickstart-sized model so it can be inspected and built on its own.
 """
 
 import os
@@ -35,10 +37,9 @@ def get_config(arg=None):
     c.optimizer.warmup_steps = 20
     c.train.num_steps = 300
     if arg:
-        from mdlm_jax.checkpoint import hf
-
         if not os.path.isfile(os.path.join(arg, "config.json")):
             raise FileNotFoundError(f"{arg} has no config.json: pass a HF-format directory "
                                     "(configs/quickstart_from_ar.py:/path/to/exported_ar)")
-        hf.apply_to_config(c, arg, as_diffusion=True)  # sets model.init_from = arg
+        m.init_from = arg
+        c.lora.full_finetune = True  # adapting the AR model trains every weight
     return lock(c)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DIFFUSION_TERMS = ("nelbo", "mask_agnostic")
@@ -11,12 +13,96 @@ def is_diffusion(config) -> bool:
     return any(config.loss.terms.get(t, 0) for t in DIFFUSION_TERMS)
 
 
-def validate_config(config) -> None:
-    from mdlm_jax.diffusion import losses, schedules
+# Ranges of numeric settings, checked when a config loads: (key, lowest, lowest allowed,
+# highest, highest allowed). Intervals (train.log_every, checkpoint.every_steps) are > 0;
+# train.eval_every = 0 means "never during training".
+RANGES = (
+    ("data.seq_len", 2, True, None, None),
+    ("data.global_batch_size", 1, True, None, None),
+    ("data.num_workers", 0, True, None, None),
+    ("diffusion.schedule_eps", 0, True, 1, False),
+    ("diffusion.schedule_power", 0, False, None, None),
+    ("diffusion.time_eps", 0, True, 1, False),
+    ("diffusion.random_crop_prob", 0, True, 1, True),
+    ("optimizer.learning_rate", 0, False, None, None),
+    ("optimizer.warmup_steps", 0, True, None, None),
+    ("optimizer.min_lr_ratio", 0, True, 1, True),
+    ("optimizer.b1", 0, True, 1, False),
+    ("optimizer.b2", 0, True, 1, False),
+    ("optimizer.eps", 0, False, None, None),
+    ("optimizer.weight_decay", 0, True, None, None),
+    ("optimizer.grad_clip", 0, True, None, None),  # 0: no clipping
+    ("optimizer.ema_decay", 0, True, 1, False),  # 0: no EMA
+    ("optimizer.grad_accum_steps", 1, True, None, None),
+    ("train.num_steps", 1, True, None, None),
+    ("train.log_every", 1, True, None, None),
+    ("train.eval_every", 0, True, None, None),
+    ("train.peak_flops_per_device", 0, True, None, None),
+    ("checkpoint.every_steps", 1, True, None, None),
+    ("lora.rank", 0, True, None, None),
+    ("sampler.batch_size", 1, True, None, None),
+    ("sampler.eos_id", -1, True, None, None),
+    ("eval.mc_samples", 1, True, None, None),
+    ("eval.num_batches", 0, True, None, None),
+    ("eval.batch_size", 1, True, None, None),
+)
+
+
+def _check_range(config, key, lo, lo_ok, hi, hi_ok) -> None:
+    group, name = key.split(".")
+    v = config[group][name]
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v >= lo if lo_ok else v > lo)
+    if ok and hi is not None:
+        ok = v <= hi if hi_ok else v < hi
+    if not ok:
+        want = f"{'>=' if lo_ok else '>'} {lo}"
+        if hi is not None:
+            want = f"in {'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
+        raise ValueError(f"{key}={v!r} must be a finite number {want}; set --config.{key}")
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(map(repr, choices))}")
+
+
+def validate_config(config, *, sampling: bool | None = None) -> None:
+    """The one validation pass of a config, run when a command loads it: every numeric
+    setting in range, every name one the code implements, the settings consistent.
+
+    ``sampling``: whether the command samples (default: ``train.sample_at_end``); the
+    sampler's canvas must then fit the model, else only its names and ranges are checked.
+    """
+    from mdlm_jax import train_state
+    from mdlm_jax.checkpoint import integrity
+    from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
+    from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
     from mdlm_jax.model.transformer import validate_model_config
 
     m, d = config.model, config.data
     validate_model_config(m)
+    for rng in RANGES:
+        _check_range(config, *rng)
+    _check_choice("data.name", d.name, ("prompt_answer", *builders.BUILDERS))
+    _check_choice("data.tokenizer", d.tokenizer, tokenizers.TOKENIZERS)
+    _check_choice("data.packing", d.packing, packing.PACKINGS)
+    _check_choice("data.chat_template", d.chat_template, prompt_answer.TEMPLATES)
+    _check_choice("optimizer.decay", config.optimizer.decay, train_state.DECAYS)
+    _check_choice("loss.normalize", config.loss.normalize, losses.NORMALIZATIONS)
+    _check_choice("sampler.mask_in_softmax", config.sampler.mask_in_softmax,
+                  parameterization.MASK_IN_SOFTMAX)
+    for name, weight in config.loss.terms.items():
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"loss.terms[{name!r}]={weight!r} must be a finite weight >= 0")
+    sampling = config.train.sample_at_end if sampling is None else sampling
+    sampler.Settings.from_config(config).validate(layout=sampling)
+    if config.sampler.kv_cache != "none":
+        from mdlm_jax.diffusion import kv_cache
+
+        kv_cache.check_model_config(m, config.sampler.kv_cache)
+    _check_finetune(config)
+    integrity.check_config(config.checkpoint)
     if d.seq_len > m.max_length:
         raise ValueError(f"data.seq_len={d.seq_len} exceeds model.max_length={m.max_length}; "
                          f"lower data.seq_len or raise model.max_length")
@@ -24,10 +110,6 @@ def validate_config(config) -> None:
         raise ValueError("loss.terms is empty; e.g. --config.loss.terms='{\"nelbo\": 1.0}'")
     for name in config.loss.terms:
         losses.get(name)
-    if config.optimizer.grad_accum_steps < 1:
-        raise ValueError("optimizer.grad_accum_steps must be >= 1")
-    if config.train.num_steps < 1:
-        raise ValueError("train.num_steps must be >= 1")
     schedules.from_config(config.diffusion)
     if is_diffusion(config):
         if not 0 <= config.diffusion.mask_id < m.vocab_size:
@@ -52,6 +134,23 @@ def validate_config(config) -> None:
                          f"{tok.eos_id}")
 
 
+def _check_finetune(config) -> None:
+    """Fine-tuning every weight is a choice: a run that starts from another model with
+    ``lora.rank=0`` must say ``lora.full_finetune=True``."""
+    lo = config.lora
+    source = config.model.init_from or config.checkpoint.restore_from
+    if lo.full_finetune and lo.rank:
+        raise ValueError(f"lora.full_finetune=True with lora.rank={lo.rank}: choose one, "
+                         "LoRA adapters (rank > 0) or every weight (rank 0)")
+    if lo.full_finetune and not source:
+        raise ValueError("lora.full_finetune=True but nothing to fine-tune: set "
+                         "model.init_from or checkpoint.restore_from, or drop the flag")
+    if source and not lo.rank and not lo.full_finetune:
+        raise ValueError(f"this run starts from {source} with lora.rank=0, which trains every "
+                         "weight: set --config.lora.rank=8 (LoRA) or "
+                         "--config.lora.full_finetune=True (full fine-tuning)")
+
+
 def check_tokenizer(config):
     from mdlm_jax.data.tokenizers import get_tokenizer
 
@@ -60,7 +159,8 @@ def check_tokenizer(config):
         raise ValueError(f"the {config.data.tokenizer!r} tokenizer emits {tok.vocab_size} ids "
                          f"but model.vocab_size={config.model.vocab_size}; raise "
                          "model.vocab_size")
-    if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id:
+    own_mask = config.diffusion.mask_id == tok.mask_id  # the tokenizer's mask token
+    if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id and not own_mask:
         raise ValueError(f"diffusion.mask_id={config.diffusion.mask_id} collides with the "
                          f"tokenizer's ids (0..{tok.vocab_size - 1}); use an id >= "
                          f"{tok.vocab_size}")

@@ -62,6 +62,7 @@ def base_config() -> mlc.ConfigDict:
     m.scan_layers = True
     m.init_std = 0.02
     m.init_from = ""  # a HF-format directory to load weights from (checkpoint.hf)
+    m.imported_from = ""  # family of imported published weights (llada | dream | ...): hf
 
     # ----------------------------------------------------------- diffusion
     d = c.diffusion = mlc.ConfigDict()
@@ -78,6 +79,8 @@ def base_config() -> mlc.ConfigDict:
     lo.terms = mlc.ConfigDict({"nelbo": 1.0})  # term name -> weight
     lo.normalize = "tokens"  # tokens: divide by valid tokens; sequence: by sequences
     lo.logits_chunk = 0  # positions projected to the vocabulary at a time (0: all at once)
+    lo.normalize = "auto"  # tokens | sequence | auto (prompt/answer data: sequence, LLaDA's
+    # SFT objective, each sequence by its own answer length; else tokens): losses.normalization
     ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)
     ma.alpha = 0.1  # weight of L_CE
     ma.beta = 1.0  # weight of L_TV (>= 0; 0: CE-only)
@@ -125,8 +128,8 @@ def base_config() -> mlc.ConfigDict:
     # --------------------------------------------------------------- train
     t = c.train = mlc.ConfigDict()
     t.num_steps = 1000
-    t.log_every = 20
-    t.eval_every = 0  # 0: evaluate only at the end
+    t.log_every = 20  # > 0 (steps between metric lines)
+    t.eval_every = 0  # >= 0; 0 means never during training (evaluated once at the end)
     t.progress_bar = True
     t.sample_at_end = True
     t.peak_flops_per_device = 0.0  # for MFU; 0: look up by device kind
@@ -140,7 +143,7 @@ def base_config() -> mlc.ConfigDict:
 
     # ---------------------------------------------------------- checkpoint
     ck = c.checkpoint = mlc.ConfigDict()
-    ck.every_steps = 500
+    ck.every_steps = 500  # > 0 (also saved at the end and on SIGTERM)
     ck.keep = 3
     ck.async_save = True
     ck.restore_from = ""  # initialise from another workdir's latest checkpoint
@@ -148,6 +151,8 @@ def base_config() -> mlc.ConfigDict:
     # -------------------------------------------------------------- lora
     lr = c.lora = mlc.ConfigDict()  # model/lora.py
     lr.rank = 0  # 0: no LoRA
+    lr.full_finetune = False  # True: train every weight of a model given by model.init_from
+    # or checkpoint.restore_from (needs rank 0); such a run with rank 0 must say so
     lr.alpha = 16.0  # adapter scale alpha / rank
     lr.dropout = 0.0  # must be 0 (apply takes no dropout RNG; the paper uses 0)
     lr.targets = ("q", "k", "v", "o")  # projection names: q k v o gate up down fc_in fc_out
@@ -169,6 +174,7 @@ def base_config() -> mlc.ConfigDict:
     s.remasking = "low_confidence"  # confidence: low_confidence | random
     s.threshold = 0.9  # threshold strategy: tau
     s.kv_cache = "none"  # none | prefix | dual
+    s.mask_in_softmax = "auto"  # auto | keep | drop: parameterization.resolve_mask_in_softmax
     s.suppress_eos_confidence = False
     s.eos_id = -1  # EOS / end-of-turn id whose confidence is suppressed (-1: unknown)
     s.seed = 0
@@ -177,9 +183,32 @@ def base_config() -> mlc.ConfigDict:
     # ---------------------------------------------------------------- eval
     e = c.eval = mlc.ConfigDict()
     e.mc_samples = 4  # Monte Carlo time samples per sequence
-    e.num_batches = 8
+    e.num_batches = 8  # >= 0; 0: the whole split
     e.batch_size = 32
     e.use_ema = True
+
+    # ----------------------------------------------------------- benchmark
+    b = c.benchmark = mlc.ConfigDict()  # lm-evaluation-harness runs (mdlm_jax/benchmark/)
+    b.path = ""  # a workdir of this project or a HF model directory
+    b.dtype = ""  # HF directories: parameter/compute dtype ('' : as stored)
+    b.tasks = ""  # comma-separated lm-eval task names
+    b.include_path = ""  # a folder of extra lm-eval task YAML files
+    b.builtin_tasks = True  # False: only the tasks of include_path (no index of lm-eval's)
+    b.num_fewshot = -1  # -1: the task's default
+    b.fewshot_as_multiturn = False
+    b.chat_template = ""  # '' (plain) | llada (LLaDA / Llama-3 turns)
+    b.limit = 0  # 0: every document; n: the first n per task
+    b.batch_size = 8  # generate_until rows per sampler call (a multiple of the data axes)
+    b.mc_samples = 128  # loglikelihood: Monte Carlo samples per request (MDLM)
+    b.mc_batch_size = 32  # loglikelihood: rows per model call (divides mc_samples)
+    b.cfg_scale = 0.0  # classifier-free guidance (likelihood and generation; 0: off)
+    b.greedy_check = False  # MDLM loglikelihood is_greedy by LLaDA's one-token-a-step decode
+    b.stop_at_eos = True  # cut generations at the first end-of-text token
+    b.rolling_batch_size = 8  # loglikelihood_rolling windows per model call
+    b.output_dir = "benchmarks"  # result JSON files (never overwritten)
+    b.source = ""  # where the recipe's settings and published score come from
+    b.published = ""  # the published score(s) beside the recipe, as text
+    b.seed = 1234
     return c
 
 

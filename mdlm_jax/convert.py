@@ -2,8 +2,8 @@
 
 Reads a Hugging Face model directory (LLaDA, Dream, Llama-3, Qwen2/2.5, MDLM; see
 ``checkpoint.hf``) and writes a workdir the train / sample / eval commands start from: a
-params-only orbax checkpoint at step 0 and the resolved ``config.json`` (model, mask id
-and tokenizer filled from the directory).
+params-only orbax checkpoint at step 0 and the resolved ``config.json`` (model, mask id,
+EOS id and tokenizer filled from the directory by ``hf_config.configure_from_directory``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import jax
 
 from mdlm_jax import checkpoint as ckpt
 from mdlm_jax.checkpoint import hf
+from mdlm_jax.checkpoint.hf_config import configure_from_directory
 from mdlm_jax.config_base import base_config
 from mdlm_jax.model import count_params
 from mdlm_jax.parallel.mesh import make_mesh
@@ -30,7 +31,8 @@ def run(src_dir: str, workdir: str, *, as_diffusion: bool = False, dtype=None):
         raise FileExistsError(f"{workdir} already holds checkpoints; convert into a new "
                               "workdir (nothing was written)")
     config = base_config()
-    info = hf.apply_to_config(config, src_dir, as_diffusion=as_diffusion, dtype=dtype)
+    info = configure_from_directory(config, src_dir, as_diffusion=as_diffusion, dtype=dtype)
+    config.model.param_dtype = config.model.dtype = info.dtype  # the checkpoint's, or dtype
     mesh = make_mesh(config.mesh)
     params = hf.read_params(info, config.model, mesh=mesh, rules=config.mesh.rules)
     config.model.init_from = ""  # the workdir's checkpoint is the starting point now

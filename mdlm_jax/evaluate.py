@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mdlm_jax.checks import is_diffusion
+from mdlm_jax.checks import check_batch_tokens, is_diffusion, validate_config
 from mdlm_jax.data import pipeline
 from mdlm_jax.diffusion import forward, losses, schedules
-from mdlm_jax.monitoring import unused_path
+from mdlm_jax.monitoring import require_finite, unused_path
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 
@@ -51,9 +51,16 @@ def _ar_sums(apply, params, tokens, valid, maskable, rng, *, config):
     return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, axis=-1)
 
 
+def _pad_rows(x, rows: int):
+    """``x`` with zero rows appended up to ``rows`` (False for masks: nothing scored)."""
+    pad = rows - x.shape[0]
+    return x if pad <= 0 else np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+
+
 def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> dict:
     ecfg = config.eval
-    mesh_lib.check_batch(ecfg.batch_size, mesh, "eval.batch_size")
+    # padded to the data-parallel size with rows that score nothing (valid all False)
+    local_rows = mesh_lib.padded_batch_size(ecfg.batch_size, mesh) // jax.process_count()
     num_batches = ecfg.num_batches if num_batches is None else num_batches
     fn = _nelbo_sums if is_diffusion(config) else _ar_sums
     batch_sh = mesh_lib.batch_sharding(mesh)
@@ -67,10 +74,12 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
         for i, batch in enumerate(it):
             if num_batches and i >= num_batches:
                 break
-            tok = jax.make_array_from_process_local_data(batch_sh, batch["tokens"])
+            if config.train.check_token_ids:
+                check_batch_tokens(batch["tokens"], config)
             valid, maskable = losses.batch_masks(batch)
-            val = jax.make_array_from_process_local_data(batch_sh, np.asarray(valid))
-            msk = jax.make_array_from_process_local_data(batch_sh, np.asarray(maskable))
+            tok, val, msk = (jax.make_array_from_process_local_data(
+                batch_sh, _pad_rows(np.asarray(x), local_rows))
+                for x in (batch["tokens"], valid, maskable))
             per_seq, count = step(params, tok, val, msk, jax.random.fold_in(key, i))
             per_seq, count = jax.device_get((per_seq, count))
             nats += float(np.sum(per_seq, dtype=np.float64))
@@ -79,9 +88,12 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
     if tokens == 0:
         raise ValueError(f"the {config.data.eval_split!r} split gave no tokens to evaluate")
     npt = nats / tokens
-    return {"nats_per_token": npt, "bits_per_token": npt / math.log(2),
-            "perplexity": math.exp(min(npt, 700.0)), "tokens": tokens, "sequences": seqs,
-            "mc_samples": ecfg.mc_samples if is_diffusion(config) else 0}
+    result = {"nats_per_token": npt, "bits_per_token": npt / math.log(2),
+              "perplexity": math.exp(min(npt, 700.0)), "tokens": tokens, "sequences": seqs,
+              "mc_samples": ecfg.mc_samples if is_diffusion(config) else 0}
+    return require_finite(result, "the evaluation", "The parameters or the data hold values "
+                          "the model cannot score: check the workdir's training (its loss) "
+                          "and that data.tokenizer is the one the model was trained with")
 
 
 def format_result(result: dict, config) -> str:
@@ -96,6 +108,7 @@ def run(config, workdir: str) -> dict:
     """The ``eval`` command: the latest checkpoint of ``workdir`` (EMA when present)."""
     from mdlm_jax import checkpoint as ckpt
 
+    validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = ckpt.restore_params(workdir, config, mesh=mesh,

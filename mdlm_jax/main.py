@@ -5,6 +5,8 @@
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
     python -m mdlm_jax.main compile --config configs/X.py[:arg] [--topology v5p:4x4x4] \
         [--platform gpu] [--what train]
+    python -m mdlm_jax.main benchmark --config configs/benchmarks/X.py[:task] \
+        --config.benchmark.path=DIR
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mdlm_jax import command_line
 from mdlm_jax.config_base import base_config, nearest_key
 
-COMMANDS = ("train", "eval", "sample", "convert", "compile")
+COMMANDS = ("train", "eval", "sample", "convert", "benchmark", "compile")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -57,10 +60,20 @@ def _dispatch(argv):
         aot.run(FLAGS.config, topology=FLAGS.topology, platform=FLAGS.platform,
                 what=FLAGS.what, search=FLAGS.search,
                 memory_gib=FLAGS.memory_gib, name=FLAGS["config"].config_filename)
+    if command == "benchmark":
+        if FLAGS.config is None:
+            raise app.UsageError("benchmark needs --config configs/benchmarks/X.py")
+        from mdlm_jax.benchmark import run as benchmark
+
+        benchmark.run(FLAGS.config)
         return
     if FLAGS.config is None or not FLAGS.workdir:
         raise app.UsageError(f"{command} needs --config configs/X.py and --workdir DIR")
     config = FLAGS.config
+    if config.model.init_from:  # the model directory defines the model, ids and tokenizer
+        from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
+        configure_from_directory(config, explicit=explicit_overrides())
     if command == "train":
         from mdlm_jax import train
 
@@ -75,10 +88,18 @@ def _dispatch(argv):
         sample.run(config, FLAGS.workdir)
 
 
+def explicit_overrides() -> dict:
+    """The values set on the command line: ``--config.KEY=VALUE`` -> ``{'KEY': VALUE}``.
+
+    absl applies them after the config file's ``get_config``; a config that names a model
+    directory checks them against it (``hf_config.configure_from_directory``)."""
+    return dict(config_flags.get_override_values(FLAGS["config"]))
+
+
 def _parse(argv):
     """absl parsing, with config errors as one line naming the nearest valid key."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except AttributeError:
         bad = next((a.split("=")[0][len("--config."):] for a in argv[1:]
                     if a.startswith("--config.") and _unknown(a)), None)
@@ -87,7 +108,23 @@ def _parse(argv):
         hint = nearest_key(base_config(), bad)
         sys.exit(f"error: unknown config key {bad!r}; did you mean {hint!r}?")
     except flags.Error as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {_flag_error(e)}")
+    path = (FLAGS["config"].config_filename or "").split(":")[0]
+    if path and not os.path.isfile(path):
+        sys.exit(f"error: --config {path} does not exist; give a config file such as "
+                 "configs/quickstart.py (relative to the current directory)")
+    return rest
+
+
+def _flag_error(error) -> str:
+    """One line of a flag error; a config file that raised while loading (e.g. an unknown
+    ``get_config`` argument) gives its exception's last line, not the embedded traceback."""
+    text = str(error)
+    if "Traceback" not in text:
+        return command_line.one_line(error)
+    head = text.split(":", 1)[0]
+    last = [ln for ln in text.splitlines() if ln.strip()][-1]
+    return f"{head}: {last.split(': ', 1)[-1]}"
 
 
 def _unknown(arg: str) -> bool:
@@ -101,14 +138,7 @@ def _unknown(arg: str) -> bool:
 
 
 def main():
-    try:
-        app.run(_dispatch, flags_parser=_parse)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
-        if os.environ.get("MDLM_TRACEBACK"):
-            raise
-        sys.exit(f"error: {e}\n(set MDLM_TRACEBACK=1 for the full traceback)")
+    command_line.run(app.run, _dispatch, flags_parser=_parse)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,18 @@ def _py(v):
         return str(v)
 
 
+def require_finite(result: dict, what: str, fix: str) -> dict:
+    """``result`` when every number in it is finite; else an error naming the metrics and
+    ``fix`` (no command writes a non-finite result)."""
+    bad = sorted(k for k, v in result.items()
+                 if isinstance(v, (int, float)) and not math.isfinite(v))
+    if bad:
+        raise FloatingPointError(
+            f"{what} is not finite ({', '.join(f'{k}={result[k]}' for k in bad)}); nothing "
+            f"was written. {fix}")
+    return result
+
+
 def unused_path(folder: str, name: str, ext: str = ".jsonl") -> str:
     """``folder/name.ext``, or ``name_1``, ``name_2``... when taken: results never overwrite
     earlier ones."""

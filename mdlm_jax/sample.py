@@ -66,6 +66,7 @@ def records(out, s, gen_start, tokenizer, *, prompt="", prompt_ids=(), step=None
             "prompt_ids": [int(t) for t in prompt_ids], "token_ids": ids,
             "text": tokenizer.decode(ids) if tokenizer is not None else None,
             "model_calls": int(out["model_calls"]), "calls_saved": int(out["calls_saved"]),
+            "reference_model_calls": sampler.reference_model_calls(out, s),
             "unigram_entropy": sample_metrics.unigram_entropy(ids),
         })
     return rows
@@ -92,9 +93,11 @@ def _prompt_ids(config, tokenizer):
 def run(config, workdir: str) -> list[dict]:
     """Restore EMA params from ``workdir``, sample, write and print; returns the rows."""
     from mdlm_jax.checkpoint import restore_params
+    from mdlm_jax.checks import validate_config
     from mdlm_jax.data.tokenizers import get_tokenizer
     from mdlm_jax.parallel import mesh as mesh_lib
 
+    validate_config(config, sampling=True)
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = restore_params(workdir, config, mesh=mesh, use_ema=True)
     tokenizer = get_tokenizer(config.data)
@@ -134,12 +137,11 @@ def sample_all_strategies(apply, params, config, tokenizer=None, *, mesh=None) -
 
         tokenizer = get_tokenizer(config.data)
     prompt_ids = _prompt_ids(config, tokenizer)
-    batch = mesh_data_size(mesh)
     out_texts = {}
     for strategy in sampler.STRATEGIES:
         cfg = config.copy_and_resolve_references()
         with cfg.unlocked():
-            cfg.sampler.batch_size = batch
+            cfg.sampler.batch_size = 1  # padded to the data-parallel size by the sampler
         try:
             out, s, gen_start = generate_batch(apply, params, cfg, prompt_ids=prompt_ids,
                                                mesh=mesh, strategy=strategy, kv_cache="none")
@@ -152,10 +154,3 @@ def sample_all_strategies(apply, params, config, tokenizer=None, *, mesh=None) -
               f"{config.sampler.prompt}{text}")
     return out_texts
 
-
-def mesh_data_size(mesh) -> int:
-    if mesh is None:
-        return 1
-    from mdlm_jax.parallel import mesh as mesh_lib
-
-    return mesh_lib.data_parallel_size(mesh)

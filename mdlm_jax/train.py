@@ -3,7 +3,10 @@
 Resumes automatically from the latest checkpoint in ``workdir`` (state and data
 iterator together), saves every ``checkpoint.every_steps`` and on SIGTERM, reads
 metrics one step late, and stops with a clear message on a non-finite loss, keeping the
-last good checkpoint.
+last good checkpoint. A state is saved only when its numbers and its own loss are finite;
+one ``train`` holds the workdir at a time (``checkpoint.workdir_lock``); a damaged newest
+checkpoint, settings that do not fit the saved layout and a full disk are one clear line
+(``checkpoint.integrity``), with every earlier checkpoint kept.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from mdlm_jax import checkpoint as ckpt
 from mdlm_jax import monitoring
+from mdlm_jax.checkpoint import integrity, workdir_lock
 from mdlm_jax.checks import check_batch_tokens, validate_config
 from mdlm_jax.data import pipeline
+from mdlm_jax.diffusion import losses
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 from mdlm_jax.param_trees import combine, partition
@@ -118,6 +124,11 @@ def run(config, workdir: str) -> dict:
     """Train ``config`` in ``workdir``; returns a summary (losses, eval, steps)."""
     mesh_lib.maybe_initialize_distributed()
     validate_config(config)
+    with workdir_lock.held(workdir):
+        return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict:
     mesh = mesh_lib.make_mesh(config.mesh)
     mesh_lib.check_batch(config.data.global_batch_size, mesh)
     setup = make_setup(config, mesh)
@@ -131,14 +142,11 @@ def run(config, workdir: str) -> dict:
     base_key = jax.random.key(config.seed)
     mngr = ckpt.make_manager(workdir, config.checkpoint)
     try:
-        latest = mngr.latest_step()
+        latest = integrity.resume_step(workdir, config)
         frozen = None
         with jax.set_mesh(mesh), sharding.logical_rules(config.mesh.rules):
             if latest is not None and "state" in ckpt.items_at(workdir, latest):
-                _check_resume_shapes(workdir, latest, setup)
-                restored = mngr.restore(latest, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(setup.abstract_state()),
-                    data=_grain_restore(data_it)))
+                restored = _restore_state(workdir, latest, setup, mngr, data_it)
                 state = restored["state"]
                 if setup.frozen_shapes:
                     _, frozen = partition(initial_params(setup, config, base_key), setup.mask)
@@ -160,10 +168,53 @@ def run(config, workdir: str) -> dict:
                 _invariance(config, workdir, setup, state, frozen, "before", writer, log)
             summary = _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key,
                             writer, log)
-    finally:
-        mngr.wait_until_finished()
-        mngr.close()
+    except BaseException:
+        integrity.close(mngr, workdir, failing=True)  # the first error is the one reported
+        raise
+    integrity.close(mngr, workdir)
     return summary
+
+
+def _restore_state(workdir, step, setup, mngr, data_it):
+    try:
+        _check_resume_shapes(workdir, step, setup)
+        return ckpt.read_step(mngr, step, ocp.args.Composite(
+            state=ocp.args.StandardRestore(setup.abstract_state()),
+            data=_grain_restore(data_it)))
+    except ckpt.UnreadableCheckpoint as e:
+        fallback, _ = integrity.newest_intact_step(workdir, skip=[(step, str(e))])
+        integrity.refuse_damaged(workdir, [(step, str(e))], fallback)
+
+
+def _state_check_fn(setup, config):
+    """``(loss, all_finite)`` of a state: its own loss on the first micro-batch of
+    ``batch`` and whether every float in it (params, optimizer state, EMA) is finite."""
+    def check(state, batch, frozen, base_key):
+        step = state["step"]
+        params = combine(state["params"], frozen) if frozen else state["params"]
+        micro = dict(jax.tree.map(lambda x: x[0], batch), step=step)
+        loss, _ = losses.total_loss(setup.apply, params, micro,
+                                    jax.random.fold_in(base_key, step), config)
+        floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+        return loss, jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
+
+    frozen_sh = setup.frozen_shardings if setup.frozen_shapes else None
+    return jax.jit(check, in_shardings=(setup.state_shardings, setup.batch_sharding,
+                                        frozen_sh, None))
+
+
+def _diverged(what, workdir, last_finite, last_saved, every) -> NonFiniteLossError:
+    if last_saved is not None:
+        kept = (f"The newest checkpoint with a finite state, step {last_saved} in {workdir}, "
+                "is kept")
+        again = "resume"
+    else:
+        kept = f"No checkpoint of this run was written (checkpoint.every_steps={every})"
+        again = "start again"
+    return NonFiniteLossError(
+        f"{what}; stopping without saving it. The state was last finite at step "
+        f"{last_finite}. {kept}; lower optimizer.learning_rate or raise "
+        f"optimizer.warmup_steps and {again}")
 
 
 def _synced_preemption(mngr, step) -> bool:
@@ -199,17 +250,19 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer
                or jax.process_index() != 0, dynamic_ncols=True)
     pending = None
     history = []
-    last_good = mngr.latest_step()
+    last_good = start if mngr.latest_step() is not None else None
+    last_finite = start
+    check_state = _state_check_fn(setup, config)
     t_last, steps_since = time.perf_counter(), 0
 
     def fetch(pending):
+        nonlocal last_finite
         step, metrics = pending
         host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(host["loss"]):
-            raise NonFiniteLossError(
-                f"loss is {host['loss']} at step {step}; stopping. The last good checkpoint "
-                f"(step {last_good}) in {workdir} is kept; lower optimizer.learning_rate or "
-                "raise optimizer.warmup_steps and resume")
+        if not np.isfinite(host["loss"]):  # the loss at `step` is that of state step - 1
+            raise _diverged(f"loss is {host['loss']} at step {step}", workdir, last_finite,
+                            last_good, config.checkpoint.every_steps)
+        last_finite = max(last_finite, step - 1)
         return step, host
 
     with _Preemption() as preempt:
@@ -241,10 +294,15 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer
             done = step + 1
             stop = preempt.requested or _synced_preemption(mngr, done)
             if done % config.checkpoint.every_steps == 0 or stop or done == tcfg.num_steps:
-                _, host = fetch(pending)  # never save a state whose loss is not finite
-                mngr.save(done, args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(state), data=_grain_save(data_it)),
-                    force=True)
+                _, host = fetch(pending)
+                loss, finite = jax.device_get(check_state(state, batch, frozen, base_key))
+                if not (finite and np.isfinite(loss)):  # never save a diverged state
+                    raise _diverged(f"the state at step {done} holds non-finite numbers or "
+                                    f"gives a non-finite loss ({float(loss)})", workdir,
+                                    last_finite, last_good, config.checkpoint.every_steps)
+                last_finite = done
+                integrity.save(mngr, workdir, done, ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=_grain_save(data_it)))
                 last_good = done
             if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.num_steps:
                 result = _evaluate_now(config, setup, state, frozen)
@@ -253,7 +311,7 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer
                     tqdm.write(f"step {done}: {_short(result)}")
             if stop:
                 preempt.requested = True
-                mngr.wait_until_finished()
+                integrity.finish_saves(mngr, workdir, done)
                 log(f"SIGTERM: saved step {done} in {workdir}; stopping")
                 break
     bar.close()
@@ -261,7 +319,7 @@ def _loop(config, workdir, setup, mngr, state, frozen, data_it, base_key, writer
         done_step, host = fetch(pending)
         history.append((done_step, host["loss"]))
         writer.write(done_step, host)
-    mngr.wait_until_finished()
+    integrity.finish_saves(mngr, workdir, last_good)
     summary = {"start_step": start, "end_step": int(state["step"]), "losses": history}
     if start >= tcfg.num_steps:
         log(f"Nothing to train: the checkpoint is at step {start} and train.num_steps="

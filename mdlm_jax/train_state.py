@@ -24,8 +24,10 @@ from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 from mdlm_jax.param_trees import combine, partition
 
-
 # ------------------------------------------------------------------------ optimizer
+DECAYS = ("constant", "cosine", "linear")  # optimizer.decay after the warmup
+
+
 def learning_rate_schedule(opt_cfg, num_steps: int):
     warmup = max(int(opt_cfg.warmup_steps), 0)
     peak = opt_cfg.learning_rate
@@ -37,8 +39,8 @@ def learning_rate_schedule(opt_cfg, num_steps: int):
     elif opt_cfg.decay == "linear":
         after = optax.linear_schedule(peak, peak * opt_cfg.min_lr_ratio, decay_steps)
     else:
-        raise ValueError(f"optimizer.decay={opt_cfg.decay!r} is unknown; use constant, "
-                         "cosine or linear")
+        raise ValueError(f"optimizer.decay={opt_cfg.decay!r} is unknown; use one of "
+                         f"{DECAYS}")
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])

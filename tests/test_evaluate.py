@@ -59,3 +59,13 @@ def test_more_mc_samples_reduce_the_variance_across_seeds(setup):
     one, many = spread(1), spread(16)
     # independent samples: std falls by ~4x; demand at least 2x
     assert many < one / 2, f"std across seeds: {one:.4f} (1 sample) vs {many:.4f} (16)"
+
+
+def test_any_batch_size_on_eight_devices(setup):
+    """eval.batch_size=3 on 8 devices: padded to 8 with rows that score nothing."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    cfg, mesh, apply, params = setup
+    assert mesh_lib.data_parallel_size(mesh) == 8
+    r = run(setup, eval__batch_size=3, eval__mc_samples=1)
+    assert r["tokens"] == 3 * 32 and r["sequences"] == 3

@@ -24,7 +24,7 @@ def char_config():
     m.family, m.d_model, m.n_layers, m.n_heads, m.mlp_dim = "llama", 32, 2, 4, 64
     m.vocab_size, m.max_length = 258, 64
     c.diffusion.mask_id = 257
-    c.data.tokenizer = "char"
+    c.data.tokenizer, c.data.seq_len = "char", 64
     s = c.sampler
     s.gen_length, s.block_length, s.steps, s.batch_size = 16, 8, 8, 8
     s.prompt, s.extra_masks, s.strategy = "Hi", 3, "confidence"
@@ -73,6 +73,25 @@ def test_sample_all_strategies_prints_one_sample_each(capsys):
     assert sorted(texts) == ["ancestral", "confidence", "threshold"]
     out = capsys.readouterr().out
     assert out.count("[sample ") == 3
+
+
+def test_end_of_training_samples_on_eight_devices_inside_the_mesh(capsys):
+    """The train loop samples inside ``jax.set_mesh``, on a data-parallel size (8) that
+    does not divide the batch: every strategy must still print a sample."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from mdlm_jax.parallel import mesh as mesh_lib
+
+    c = char_config()
+    c.model.vocab_size, c.diffusion.mask_id, c.sampler.prompt = 40, 39, ""
+    c.sampler.gen_length, c.sampler.block_length, c.sampler.steps = 8, 8, 4
+    mesh = mesh_lib.make_mesh(c.mesh)
+    apply, _, _ = model.abstract(c.model)
+    with jax.set_mesh(mesh):
+        texts = sample.sample_all_strategies(apply, numpy_params(c.model), c,
+                                             CharTokenizer(), mesh=mesh)
+    assert sorted(texts) == ["ancestral", "confidence", "threshold"]
+    assert "skipped" not in capsys.readouterr().out
 
 
 def test_prompt_ids_outside_the_vocabulary_are_refused():

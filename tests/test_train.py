@@ -82,15 +82,16 @@ def test_resume_with_a_different_model_shape_is_refused(runs, tmp_path):
     before = snapshot(work)
     cfg = resume_config(2 * N + 5)
     cfg.model.d_model = 64
-    with pytest.raises(ValueError, match="different model") as err:
+    with pytest.raises(ValueError, match="model.d_model=32 there but 64 here") as err:
         train.run(cfg, str(work))
-    assert "checkpoint was kept" in str(err.value)
+    assert "nothing was changed" in str(err.value)
     assert snapshot(work) == before, "the refused resume touched the workdir"
     _, params, step = ckpt.restore_params(str(work), resume_config(2 * N))
     assert step == 2 * N and params["embed"].shape == (258, 32)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+def test_a_diverged_state_is_never_saved(tiny_config, tmp_path):
+    # lr 1e38: the state after step 1 holds finite (huge) numbers whose own loss is NaN
     cfg = tiny_config(optimizer__learning_rate=1e38, optimizer__warmup_steps=0,
                       optimizer__decay="constant", train__num_steps=10,
                       checkpoint__every_steps=1)
@@ -98,12 +99,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, t
     with pytest.raises(train.NonFiniteLossError) as err:
         train.run(cfg, str(work))
     msg = str(err.value)
-    assert "at step 2" in msg and "(step 1)" in msg and str(work) in msg
-    # the checkpoint named in the message exists, is complete and holds finite numbers
-    assert ckpt.latest_step(str(work)) == 1
-    _, params, step = ckpt.restore_params(str(work), cfg, use_ema=False)
-    assert step == 1
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+    assert "the state at step 1" in msg and "last finite at step 0" in msg, msg
+    assert "None" not in msg and "No checkpoint of this run was written" in msg
+    assert ckpt.latest_step(str(work)) is None  # nothing diverged was saved
+
+
+def test_non_finite_loss_names_the_last_finite_step(tiny_config, tmp_path):
+    cfg = tiny_config(optimizer__learning_rate=1e38, optimizer__warmup_steps=0,
+                      optimizer__decay="constant", train__num_steps=10,
+                      checkpoint__every_steps=1000)
+    with pytest.raises(train.NonFiniteLossError) as err:
+        train.run(cfg, str(tmp_path / "nan"))
+    msg = str(err.value)
+    # the loss at step 2 is that of the state after step 1: the last finite state is step 0
+    assert "at step 2" in msg and "last finite at step 0" in msg and "None" not in msg, msg
 
 
 def test_token_ids_outside_the_vocabulary(tiny_config, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import jax
 import ml_collections as mlc
@@ -58,7 +59,10 @@ def stored_shapes(workdir: str, step: int, item: str):
     path = os.path.join(checkpoint_dir(workdir), str(step), item)
     if not os.path.isdir(path):
         return None
-    meta = ocp.StandardCheckpointer().metadata(path)
+    try:
+        meta = ocp.StandardCheckpointer().metadata(path)
+    except Exception as e:
+        raise UnreadableCheckpoint(f"unreadable metadata: {type(e).__name__}") from e
     tree = getattr(meta, "item_metadata", meta)
     tree = getattr(tree, "tree", tree)
     return jax.tree.map(lambda m: tuple(m.shape) if hasattr(m, "shape") else None, tree)
@@ -119,16 +123,53 @@ def _update(cfg, stored: dict):
 def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True, step=None):
     """``(apply, params, step)`` from the latest (or given) checkpoint of ``workdir``.
 
-    EMA parameters are used when present and ``use_ema``; LoRA adapters are merged.
+    EMA parameters are used when present and ``use_ema``; LoRA adapters are merged. A
+    ``config`` whose layout keys differ from the workdir's ``config.json`` is refused, naming
+    them. Without ``step``, damaged newer steps are skipped with a warning (and kept).
     """
+    from mdlm_jax.checkpoint import integrity
+
+    if config is None:
+        config = read_config(workdir)
+    else:
+        integrity.check_layout(workdir, config, integrity.PARAM_LAYOUT_KEYS, "restoring")
+    if step is not None:
+        return _restore_params_at(workdir, config, mesh, use_ema, step)
+    failed = []
+    while True:
+        step, damaged = integrity.newest_intact_step(workdir, skip=failed)
+        if step is None:
+            if damaged:
+                raise integrity.DamagedCheckpointError(
+                    integrity.damage_note(workdir, damaged, None))
+            raise FileNotFoundError(f"no checkpoint under {checkpoint_dir(workdir)}; train "
+                                    f"first: python -m mdlm_jax.main train --workdir {workdir}")
+        if damaged:
+            print(f"warning: {integrity.damage_note(workdir, damaged, step)}; using it",
+                  file=sys.stderr)
+        try:
+            return _restore_params_at(workdir, config, mesh, use_ema, step)
+        except UnreadableCheckpoint as e:
+            failed.append((step, str(e)))
+
+
+class UnreadableCheckpoint(Exception):
+    """orbax could not read a step that looked complete (e.g. a truncated file)."""
+
+
+def read_step(mngr, step, args):
+    """``mngr.restore(step, args)``; a failure to read is :class:`UnreadableCheckpoint`."""
+    try:
+        return mngr.restore(step, args=args)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        raise UnreadableCheckpoint(f"unreadable: {type(e).__name__}: {first}") from e
+
+
+def _restore_params_at(workdir, config, mesh, use_ema, step):
     from mdlm_jax import model as model_lib
     from mdlm_jax.parallel import sharding
 
-    config = read_config(workdir) if config is None else config
-    step = latest_step(workdir) if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {checkpoint_dir(workdir)}; train "
-                                f"first: python -m mdlm_jax.main train --workdir {workdir}")
     transform = lora_transform(config)
     apply, shapes, axes = model_lib.abstract(config.model, transform=transform)
     if mesh is not None:
@@ -140,14 +181,16 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
     items = items_at(workdir, step)
     with make_manager(workdir, read_only=True) as mngr:
         if "params" in items and "state" not in items:
-            out = mngr.restore(step, args=ocp.args.Composite(
+            out = read_step(mngr, step, ocp.args.Composite(
                 params=ocp.args.StandardRestore(target)))
             params = out["params"]
         else:
             stored = stored_shapes(workdir, step, "state")
+            if not isinstance(stored, dict) or "params" not in stored:
+                raise UnreadableCheckpoint("unreadable: the state's metadata holds no params")
             which = "ema" if use_ema and stored.get("ema") else "params"
             item = {which: _select(target, stored[which])}
-            out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            out = read_step(mngr, step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item=item, restore_args=_restore_args(item), partial_restore=True)))
             state = out["state"]
             base = None

@@ -2,7 +2,7 @@
 
     model_cfg, params, apply = hf.load(path, mesh=mesh)        # streamed, sharded
     info = hf.inspect(path)                                     # family, mask/eos/pad ids
-    hf.apply_to_config(config, path)                            # fill a full config
+    hf_config.configure_from_directory(config, path)            # fill a full config
     hf.export(params, model_cfg, out_dir, family="llada", like=path)
 
 ``apply`` is the model contract: at position i, diffusion families (LLaDA, Dream, MDLM)
@@ -42,7 +42,7 @@ from mdlm_jax.checkpoint.hf_tables import DIFFUSION_FAMILIES, FAMILIES
 from mdlm_jax.parallel.sharding import param_specs
 
 # config.model fields that fix the architecture: a config that names a HF directory
-# (model.init_from) must agree with the directory on each of them.
+# (model.init_from) must agree with the directory on each of them (hf_config).
 ARCH_FIELDS = ("family", "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
                "head_dim", "mlp_dim", "rope_theta", "qkv_bias", "causal", "logit_shift",
                "time_conditioning", "cond_dim", "norm_eps", "tie_embeddings")
@@ -170,21 +170,6 @@ def model_config(info: HFInfo) -> mlc.ConfigDict:
     return m
 
 
-def apply_to_config(config: mlc.ConfigDict, path: str, *, as_diffusion: bool = False,
-                    dtype=None) -> HFInfo:
-    """Fill ``config.model``, ``diffusion.mask_id`` and the tokenizer from a HF directory."""
-    info = inspect(path, as_diffusion=as_diffusion, dtype=dtype)
-    m = model_config(info)
-    for key in list(info.model_fields) + ["param_dtype", "dtype", "init_from"]:
-        config.model[key] = m[key]
-    if info.mask_id is not None:
-        config.diffusion.mask_id = info.mask_id
-    if info.tokenizer_file is not None:
-        config.data.tokenizer = "hf"
-        config.data.tokenizer_path = info.tokenizer_file
-    return info
-
-
 # ------------------------------------------------------------------------ load
 def _pad_fill(ref: hf_io.TensorRef, axis: int) -> np.ndarray:
     """The appended mask slice: mean embedding row (axis 0), zero head column (axis 1)."""
@@ -309,28 +294,20 @@ def init_params_from(config: mlc.ConfigDict, mesh=None) -> dict:
     """Params for a training config whose ``model.init_from`` names a HF directory.
 
     A causal HF model (Llama / Qwen2) under a non-causal ``config.model`` is adapted with
-    ``as_diffusion``; every architecture field must agree with the directory (fill them
-    with :func:`apply_to_config`), and so must ``diffusion.mask_id``.
+    ``as_diffusion``. The config must have been filled from the directory
+    (``hf_config.configure_from_directory``); a field that disagrees is an error.
     """
+    from mdlm_jax.checkpoint import hf_config
+
     path = config.model.init_from
     if not path:
         raise ValueError("config.model.init_from is empty: name a HF model directory")
     info = inspect(path, dtype=config.model.param_dtype)
     if info.model_fields["causal"] and not config.model.causal:  # adapt the AR model
         info = inspect(path, as_diffusion=True, dtype=config.model.param_dtype)
-    for key in ARCH_FIELDS:
-        if key not in info.model_fields:
-            continue
-        have = info.model_fields[key]
-        if config.model[key] != have:
-            raise ValueError(f"config.model.{key}={config.model[key]!r} but {path} has {have!r}; "
-                             "fill config.model with checkpoint.hf.apply_to_config")
-    if info.mask_id is not None and config.diffusion.mask_id != info.mask_id:
-        raise ValueError(f"config.diffusion.mask_id={config.diffusion.mask_id} but {path} uses "
-                         f"{info.mask_id}; fill the config with checkpoint.hf.apply_to_config")
+    hf_config.check_agrees(config, info)
     return read_params(info, config.model, mesh=mesh, rules=config.mesh.rules)
 
 
-__all__ = ["ARCH_FIELDS", "DIFFUSION_FAMILIES", "FAMILIES", "HFInfo", "apply_to_config",
-           "export", "init_params_from", "inspect", "load", "model_config", "read_params",
-           "tokenizer"]
+__all__ = ["ARCH_FIELDS", "DIFFUSION_FAMILIES", "FAMILIES", "HFInfo", "export",
+           "init_params_from", "inspect", "load", "model_config", "read_params", "tokenizer"]

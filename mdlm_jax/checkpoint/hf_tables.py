@@ -20,10 +20,11 @@ import math
 
 import numpy as np
 
+from mdlm_jax.data.tokenizers import MASK_TOKEN_NAMES  # noqa: F401  (names of mask tokens)
+
 FAMILIES = ("llada", "dream", "llama", "qwen2", "mdlm")
 DIFFUSION_FAMILIES = ("llada", "dream", "mdlm")
 LLADA_MASK_ID = 126336
-MASK_TOKEN_NAMES = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>", "<|MASK|>")
 
 
 # ------------------------------------------------------------------------- ops

@@ -20,6 +20,7 @@ Datasets (``data.name``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -187,13 +188,31 @@ def build_once(make_builder, builder=None):
     builder = builder or make_builder()
     if builder.is_prepared():
         return builder, False
+    folders = _folders(builder)
+    existed = {f for f in folders if os.path.isdir(f)}
     try:
         builder.download_and_prepare()
     except Exception:
         if make_builder().is_prepared():  # another process finished the same build
             return make_builder(), False
+        for f in folders:  # tfds removed its incomplete.* folder; drop the empty parents
+            if f not in existed:
+                with contextlib.suppress(OSError):
+                    os.rmdir(f)
         raise
     return builder, True
+
+
+def _folders(builder) -> list[str]:
+    """The folders a build may create, deepest first (``<root>/<name>/<config>/<version>``,
+    ``<root>/downloads/extracted``)."""
+    root = os.path.abspath(os.fspath(builder._data_dir_root))
+    out, path = [], os.path.abspath(os.fspath(builder.data_dir))
+    while path.startswith(root + os.sep):
+        out.append(path)
+        path = os.path.dirname(path)
+    downloads = os.path.join(root, "downloads")
+    return out + [os.path.join(downloads, "extracted"), downloads, root]
 
 
 def load_builder(data_cfg) -> _PackedBuilder:

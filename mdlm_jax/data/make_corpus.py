@@ -31,11 +31,18 @@ def kjv_chapters(num_books: int) -> list[str]:
     return [f"{b} {c}\n" + "\n".join(vs) for (b, c), vs in chapters.items()]
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    """The command line (module docstring); errors are one line (``command_line``)."""
+    from mdlm_jax import command_line
+
+    command_line.run(_build, argv)
+
+
+def _build(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--books", type=int, default=10, help="first N books (10: to 2 Samuel)")
     parser.add_argument("--out", default=CORPUS_FILE)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     text = "\n\n".join(kjv_chapters(args.books)) + "\n"
     with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(text.encode("utf-8"))

@@ -14,12 +14,18 @@ from __future__ import annotations
 import argparse
 import time
 
+from mdlm_jax import command_line
 from mdlm_jax.data import builders
 from mdlm_jax.data.packing import PACKINGS
 from mdlm_jax.data.tokenizers import TOKENIZERS
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line (module docstring); errors are one line (``command_line``)."""
+    command_line.run(_build, argv)
+
+
+def _build(argv) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

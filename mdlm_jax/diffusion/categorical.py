@@ -40,8 +40,12 @@ def gumbel_from_bits(bits):
 
 
 def filter_logits(logits_BxLxV, s):
-    """Mask logit suppressed (SUBS), then top-k and top-p (on softmax(l / T))."""
-    logits = parameterization.suppress_mask(logits_BxLxV, s.mask_id)
+    """Mask logit suppressed (SUBS) unless ``s.mask_in_softmax``, then top-k and top-p
+    (on softmax(l / T)); float32."""
+    if s.mask_in_softmax:
+        logits = logits_BxLxV.astype(jnp.float32)
+    else:
+        logits = parameterization.suppress_mask(logits_BxLxV, s.mask_id)
     neg = parameterization.NEG_INF
     if s.top_k > 0 and s.top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, s.top_k)[0][..., -1:]
@@ -66,9 +70,12 @@ def sample_x0(logits_BxLxV, key, s):
 
 
 def confidence(logits_BxLxV, x0_BxL, key, s):
-    """Remasking score of each prediction (higher commits first); EOS ranked last."""
+    """Remasking score of each prediction (higher commits first); EOS ranked last.
+
+    ``logits_BxLxV`` come from :func:`filter_logits`: the mask token is already in or out
+    of the softmax as ``s.mask_in_softmax`` says."""
     if s.remasking == "low_confidence":
-        logp = parameterization.clean_log_probs(logits_BxLxV, s.mask_id)
+        logp = jax.nn.log_softmax(logits_BxLxV.astype(jnp.float32), axis=-1)
         conf = jnp.exp(jnp.take_along_axis(logp, x0_BxL[..., None], axis=-1)[..., 0])
     else:
         conf = jax.random.uniform(key, x0_BxL.shape)

@@ -1,8 +1,9 @@
 """How much appended masks move the model's answer: the mask-invariance report.
 
 For prompt/answer batches (layout in ``diffusion.losses``) the answer is noised once per
-example with the fixed probability p = (p_low + p_high) / 2 (at least one masked token)
-and fixed RNG, then fed as ``prompt + noised answer + [MASK] * k + EOS`` for each probe
+example with the fixed probability p = (p_low + p_high) / 2 (at least one masked token;
+time-conditioned models are told the schedule's time for the realised mask rate) and
+fixed RNG, then fed as ``prompt + noised answer + [MASK] * k + EOS`` for each probe
 count k. Over the masked answer positions it reports, per k:
 
     ce@k   mean -log p(a_j | x_k) per masked answer token (nats, SUBS)
@@ -23,11 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdlm_jax.diffusion import losses
+from mdlm_jax.diffusion import losses, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
+from mdlm_jax.monitoring import require_finite
 
 
-def _probe_fn(apply, counts, mcfg, mask_id: int):
+def _probe_fn(apply, counts, mcfg, mask_id: int, schedule):
     eos_id = mcfg.eos_id
 
     def probe(params, batch, rng, p):
@@ -37,12 +39,13 @@ def _probe_fn(apply, counts, mcfg, mask_id: int):
         q, a = losses.prompt_answer_lengths(batch, k_cut, mcfg)
         p_b = jnp.full((b,), p, jnp.float32)
         masked = losses.noise_answer(k_m, q, a, p_b, length)
+        t_b = schedule.time_at(losses.realised_rate(masked, a, p_b))
         room = length - q - a
 
         def log_probs(k):
             n_masks = jnp.full((b,), k, jnp.int32)
             x = losses.with_extra_masks(x0, q, a, masked, n_masks, mask_id, eos_id)
-            return clean_log_probs(apply(params, x, p_b), mask_id)
+            return clean_log_probs(apply(params, x, t_b), mask_id)
 
         logp_ref = log_probs(0)
         ref = jnp.exp(logp_ref)
@@ -74,7 +77,8 @@ def invariance_report(apply, params, batches, config, probe_mask_counts=(0, 8, 3
     mcfg = config.loss.mask_agnostic
     losses.check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
     p = 0.5 * (mcfg.p_low + mcfg.p_high)
-    probe = _probe_fn(apply, counts, mcfg, config.diffusion.mask_id)
+    probe = _probe_fn(apply, counts, mcfg, config.diffusion.mask_id,
+                      schedules.from_config(config.diffusion))
     sums = {k: {"ce": 0.0, "acc": 0.0, "tv": 0.0, "tokens": 0.0} for k in counts}
     n_batches, examples = 0, 0
     for i, batch in enumerate(batches):
@@ -100,7 +104,8 @@ def invariance_report(apply, params, batches, config, probe_mask_counts=(0, 8, 3
     report["tv_mean"] = float(np.mean(extra)) if extra else 0.0
     ces = [report[f"ce@{k}"] for k in counts]
     report["ce_spread"] = float(max(ces) - min(ces))
-    return report
+    return require_finite(report, "the invariance report", "The model's outputs are not "
+                          "finite: check its training (its loss) before probing it")
 
 
 def format_comparison(before: dict, after: dict) -> str:

@@ -26,19 +26,24 @@ from mdlm_jax.model.transformer import dtype_of, embed_tokens, head_dim
 MODES = ("prefix", "dual")
 
 
+def check_model_config(model_cfg, mode: str) -> None:
+    """One-line errors for a cache mode or a model the cache cannot serve."""
+    if mode not in MODES:
+        raise ValueError(f"sampler.kv_cache={mode!r} is unknown; use one of {MODES}")
+    if model_cfg.family != "llama" or model_cfg.causal or model_cfg.logit_shift:
+        raise ValueError(
+            f"sampler.kv_cache={mode!r} supports the bidirectional llama family without "
+            f"logit shift only (model.family={model_cfg.family!r}, causal="
+            f"{model_cfg.causal}, logit_shift={model_cfg.logit_shift}); set "
+            "--config.sampler.kv_cache=none")
+
+
 class BlockCache:
     def __init__(self, model_cfg, mode: str, block_length: int):
         if model_cfg is None:
             raise ValueError("sampler.kv_cache needs the model config: pass model_cfg= to "
                              "the sampler (or set --config.sampler.kv_cache=none)")
-        if mode not in MODES:
-            raise ValueError(f"sampler.kv_cache={mode!r} is unknown; use one of {MODES}")
-        if model_cfg.family != "llama" or model_cfg.causal or model_cfg.logit_shift:
-            raise ValueError(
-                f"sampler.kv_cache={mode!r} supports the bidirectional llama family without "
-                f"logit shift only (model.family={model_cfg.family!r}, causal="
-                f"{model_cfg.causal}, logit_shift={model_cfg.logit_shift}); set "
-                "--config.sampler.kv_cache=none")
+        check_model_config(model_cfg, mode)
         self.cfg = model_cfg
         self.mode = mode
         self.block_length = block_length

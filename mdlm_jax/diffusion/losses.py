@@ -142,6 +142,22 @@ def padding_segments(valid_BxL, cfg):
     return jnp.where(valid_BxL, 0, 1).astype(jnp.int32)
 
 
+NORMALIZATIONS = ("auto", "tokens", "sequence")
+
+
+def normalization(cfg) -> str:
+    """``loss.normalize``: ``tokens`` divides the batch's loss by its scored tokens;
+    ``sequence`` divides each sequence by its own scored tokens (for prompt/answer data:
+    its answer length, LLaDA's SFT objective) and averages; ``auto`` is ``sequence`` for
+    prompt/answer data (``data.name='prompt_answer'``) and ``tokens`` otherwise."""
+    how = cfg.loss.normalize
+    if how not in NORMALIZATIONS:
+        raise ValueError(f"loss.normalize={how!r} is unknown; use one of {NORMALIZATIONS}")
+    if how == "auto":
+        return "sequence" if cfg.data.name == "prompt_answer" else "tokens"
+    return how
+
+
 def _normalize(per_seq_B, count_B, how: str):
     if how == "tokens":
         return jnp.sum(per_seq_B) / jnp.maximum(jnp.sum(count_B), 1)
@@ -177,7 +193,7 @@ def nelbo(apply, params, batch, rng, cfg):
                            segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)
         per_seq = schedule.weight(t) * jnp.sum(jnp.where(xt == dcfg.mask_id, nll, 0.0), -1)
         count = jnp.sum(maskable & valid, axis=-1).astype(jnp.float32)
-        loss = _normalize(per_seq, count, cfg.loss.normalize)
+        loss = _normalize(per_seq, count, normalization(cfg))
         return loss, {
             "nats_per_token": jnp.sum(per_seq) / jnp.maximum(jnp.sum(count), 1),
             "masked_fraction": jnp.sum(masked) / jnp.maximum(jnp.sum(count), 1),
@@ -218,7 +234,7 @@ def ar_nll(apply, params, batch, rng, cfg):
         scored = scored & (seg[:, 1:] == seg[:, :-1])
     per_seq = jnp.sum(jnp.where(scored, nll, 0.0), axis=-1)
     count = jnp.sum(scored, axis=-1).astype(jnp.float32)
-    loss = _normalize(per_seq, count, cfg.loss.normalize)
+    loss = _normalize(per_seq, count, normalization(cfg))
     return loss, {"nats_per_token": jnp.sum(per_seq) / jnp.maximum(jnp.sum(count), 1),
                   "tokens": jnp.sum(count)}
 
@@ -265,6 +281,9 @@ def check_mask_agnostic_config(mcfg, mask_id: int) -> None:
     if mcfg.eos_id < 0 or mcfg.eos_id == mask_id:
         raise ValueError(f"loss.mask_agnostic.eos_id={mcfg.eos_id} must be the tokenizer's EOS "
                          f"id (>= 0 and not the mask id {mask_id})")
+    if any(int(k) != k or k < 0 for k in mcfg.probe_mask_counts):
+        raise ValueError(f"loss.mask_agnostic.probe_mask_counts={tuple(mcfg.probe_mask_counts)}"
+                         " must be whole counts >= 0")
     if mcfg.pretrain_answer_len < 1:
         raise ValueError(f"loss.mask_agnostic.pretrain_answer_len={mcfg.pretrain_answer_len} "
                          "must be >= 1")
@@ -335,7 +354,11 @@ def prompt_answer_lengths(batch, rng, mcfg):
 
 
 def noise_answer(rng, q_B, a_B, p_B, length: int):
-    """masked_BxL: answer positions masked with probability p, at least one per answer."""
+    """masked_BxL: answer positions masked with probability p, at least one per answer.
+
+    Forcing one mask raises the real mask rate above p for short answers (a one-token
+    answer is always masked), so callers weight and condition on the realised rate
+    ``sum(masked) / a`` (:func:`realised_rate`), not on the drawn p."""
     pos = jnp.arange(length)[None, :]
     answer = (pos >= q_B[:, None]) & (pos < (q_B + a_B)[:, None])
     u = jax.random.uniform(rng, answer.shape)
@@ -343,6 +366,12 @@ def noise_answer(rng, q_B, a_B, p_B, length: int):
     forced = pos == jnp.argmin(jnp.where(answer, u, 2.0), axis=-1)[:, None]
     none = ~jnp.any(masked, axis=-1, keepdims=True)
     return masked | (answer & forced & none)
+
+
+def realised_rate(masked_BxL, a_B, p_B):
+    """The share of each answer that is masked (``p_B`` where the answer is empty)."""
+    n = jnp.sum(masked_BxL, axis=-1).astype(jnp.float32)
+    return jnp.where(a_B > 0, n / jnp.maximum(a_B, 1).astype(jnp.float32), p_B)
 
 
 def draw_mask_counts(rng, room_B, cap):
@@ -371,12 +400,15 @@ def with_extra_masks(x0_BxL, q_B, a_B, masked_BxL, n_masks_B, mask_id: int, eos_
 def mask_agnostic(apply, params, batch, rng, cfg):
     """alpha * L_CE + beta * L_TV (PAPER.md section 5), averaged over examples with an answer.
 
-    One ``apply`` call on the [2B, L] stack of x_1 and x_2; t = p for time-conditioned
-    models. Metrics: ce, tv, p_mean, n_masked_mean, l1_mean, l2_mean, max_masks,
-    no_room_fraction, examples.
+    p ~ U(p_low, p_high) is drawn per example and the answer noised with it; the CE and TV
+    weights use the realised mask rate r = masked / answer length (at least one token is
+    masked, so r > p for short answers), and time-conditioned models get the schedule's
+    time for r. One ``apply`` call on the [2B, L] stack of x_1 and x_2. Metrics: ce, tv,
+    p_mean (the realised rate), n_masked_mean, l1_mean, l2_mean, max_masks,
+    no_room_fraction, examples. The settings are checked when the config loads
+    (``checks.validate_config``), not here.
     """
     mcfg, mask_id = cfg.loss.mask_agnostic, cfg.diffusion.mask_id
-    check_mask_agnostic_config(mcfg, mask_id)
     x0 = batch["tokens"]
     b, length = x0.shape
     k_cut, k_p, k_m, k_l = jax.random.split(rng, 4)
@@ -384,6 +416,8 @@ def mask_agnostic(apply, params, batch, rng, cfg):
     cap = max_masks_at(batch.get("step"), mcfg)
     p = jax.random.uniform(k_p, (b,), jnp.float32, mcfg.p_low, mcfg.p_high)
     masked = noise_answer(k_m, q, a, p, length)
+    p = realised_rate(masked, a, p)
+    t = schedules.from_config(cfg.diffusion).time_at(p)
     l1, l2, ok = draw_mask_counts(k_l, length - q - a, cap)
     x1 = with_extra_masks(x0, q, a, masked, l1, mask_id, mcfg.eos_id)
     x2 = with_extra_masks(x0, q, a, masked, l2, mask_id, mcfg.eos_id)
@@ -397,7 +431,7 @@ def mask_agnostic(apply, params, batch, rng, cfg):
         ll, l1 = mask_agnostic_positions(lg1, lg2, answer_2BxC[:b], mask_id)
         return jnp.concatenate([ll, l1])  # [2B, C]: the batch axis the chunks keep
 
-    both = token_scores(apply, params, jnp.concatenate([x1, x2]), jnp.concatenate([p, p]),
+    both = token_scores(apply, params, jnp.concatenate([x1, x2]), jnp.concatenate([t, t]),
                         positions, (jnp.concatenate([x0, x0]),),
                         chunk=cfg.loss.logits_chunk)
     ce_b, tv_b = mask_agnostic_reduce(both[:b], both[b:], masked, p, mcfg.tv_half)

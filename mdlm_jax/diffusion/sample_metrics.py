@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdlm_jax.diffusion.losses import ar_nll_per_token
+from mdlm_jax.monitoring import require_finite
 
 
 def unigram_entropy(ids) -> float:
@@ -88,7 +89,9 @@ def quality_metrics(samples, *, eval_model=None, batch_size: int = 8) -> dict:
             n, c = ar_nll_sums(apply, params, toks, valid)
             nll, count = nll + float(jnp.sum(n)), count + int(jnp.sum(c))
         out["ar_perplexity"] = float(math.exp(nll / max(count, 1)))
-    return out
+    return require_finite(out, "the sample metrics", "The scoring model (sampler."
+                          "eval_model_workdir) gives non-finite scores: check its training "
+                          "and that it shares the samples' tokenizer")
 
 
 __all__ = ["ar_nll_sums", "ar_perplexity", "load_eval_model", "mean_unigram_entropy",

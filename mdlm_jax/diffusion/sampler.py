@@ -17,7 +17,9 @@ Strategies (``sampler.strategy``):
   probability ``(alpha_s - alpha_t) / (1 - alpha_t)``; MDLM's cache reuses the previous
   logits when no token changed and the model is not time-conditioned.
 - ``confidence``: LLaDA: semi-autoregressive blocks, a scheduled number of tokens
-  committed per step (``get_num_transfer_tokens``), by confidence or at random.
+  committed per step (``get_num_transfer_tokens``), by confidence or at random. A
+  time-conditioned model is told the schedule's time for the generation region's current
+  mask rate (here and in ``threshold``).
 - ``threshold``: Fast-dLLM: every masked token of the block with confidence >= tau,
   at least the most confident one per step; optional block-wise KV cache.
 
@@ -30,8 +32,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mdlm_jax.diffusion import schedules
+from mdlm_jax.diffusion import parameterization, schedules
 from mdlm_jax.diffusion.categorical import confidence, filter_logits, sample_x0
 
 STRATEGIES = ("ancestral", "confidence", "threshold")
@@ -57,6 +60,7 @@ class Settings:
     remasking: str = "low_confidence"
     threshold: float = 0.9
     kv_cache: str = "none"
+    mask_in_softmax: bool = False  # True: keep the mask token (published LLaDA / Fast-dLLM)
     suppress_eos_confidence: bool = False
     eos_id: int = -1
     mask_id: int = 0
@@ -75,6 +79,7 @@ class Settings:
             temperature=float(s.temperature), top_k=s.top_k, top_p=float(s.top_p),
             time_grid=s.time_grid, use_cache=s.use_cache, remasking=s.remasking,
             threshold=float(s.threshold), kv_cache=s.kv_cache,
+            mask_in_softmax=parameterization.resolve_mask_in_softmax(config),
             suppress_eos_confidence=s.suppress_eos_confidence, eos_id=s.eos_id,
             mask_id=config.diffusion.mask_id,
             time_conditioning=(config.model.family == "dit"
@@ -88,8 +93,10 @@ class Settings:
     def num_blocks(self) -> int:
         return 1 if self.strategy == "ancestral" else self.gen_length // self.block_length
 
-    def validate(self, prompt_length: int = 0) -> Settings:
-        """Raise a one-line ``ValueError`` naming the key and the fix."""
+    def validate(self, prompt_length: int = 0, *, layout: bool = True) -> Settings:
+        """Raise a one-line ``ValueError`` naming the key and the fix. ``layout=False``
+        checks names and ranges only, not how the canvas fits the model (a run that
+        never samples)."""
 
         def bad(msg):
             raise ValueError(msg)
@@ -100,6 +107,18 @@ class Settings:
             bad(f"sampler.steps={self.steps} must be >= 1; set --config.sampler.steps=64")
         if self.gen_length < 1:
             bad(f"sampler.gen_length={self.gen_length} must be >= 1")
+        if self.block_length < 1:
+            bad(f"sampler.block_length={self.block_length} must be >= 1")
+        if self.extra_masks < 0:
+            bad(f"sampler.extra_masks={self.extra_masks} must be >= 0")
+        if layout:
+            self._validate_layout(prompt_length)
+        return self._validate_values()
+
+    def _validate_layout(self, prompt_length: int) -> None:
+        def bad(msg):
+            raise ValueError(msg)
+
         if self.strategy != "ancestral":
             if self.block_length < 1 or self.gen_length % self.block_length:
                 bad(f"sampler.block_length={self.block_length} does not divide "
@@ -107,8 +126,6 @@ class Settings:
             if self.strategy == "confidence" and self.steps % self.num_blocks:
                 bad(f"sampler.steps={self.steps} is not a multiple of the number of blocks "
                     f"{self.num_blocks} (gen_length / block_length); use a multiple")
-        if self.extra_masks < 0:
-            bad(f"sampler.extra_masks={self.extra_masks} must be >= 0")
         if prompt_length >= self.max_length:
             bad(f"the prompt ({prompt_length} tokens) is longer than the canvas "
                 f"(model.max_length={self.max_length}); shorten sampler.prompt")
@@ -119,6 +136,11 @@ class Settings:
             bad(f"sampler.extra_masks={self.extra_masks} pushes the canvas "
                 f"({prompt_length}+{self.gen_length}+{self.extra_masks}) past "
                 f"model.max_length={self.max_length}; lower sampler.extra_masks")
+
+    def _validate_values(self) -> Settings:
+        def bad(msg):
+            raise ValueError(msg)
+
         if not 0.0 < self.top_p <= 1.0:
             bad(f"sampler.top_p={self.top_p} must be in (0, 1]; use 1.0 to disable")
         if self.top_k < 0:
@@ -188,8 +210,10 @@ def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
 
     Returns a dict: ``tokens`` [B, L] (extra masks left as mask ids), ``commit_step``
     [B, L] (the step that committed each position, -1 where fixed), ``model_calls`` and
-    ``calls_saved`` (MDLM's cache) scalars, and with ``debug`` ``trajectory`` [S+1, B, L]
-    (the canvas after each step; rows past the last step repeat it).
+    ``calls_saved`` (MDLM's cache) scalars, ``first_call_blocks`` (with a KV cache: blocks
+    whose first, full call committed every token; Fast-dLLM's cached loop makes one more
+    call in each, see :func:`reference_model_calls`), and with ``debug`` ``trajectory``
+    [S+1, B, L] (the canvas after each step; rows past the last step repeat it).
     """
     b, length = canvas_BxL.shape
     if not 0 <= gen_start <= length - s.gen_length:
@@ -201,7 +225,8 @@ def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
     st = {"x": canvas_BxL.astype(jnp.int32),
           "commit_step": jnp.full((b, length), -1, jnp.int32),
           "step": jnp.zeros((), jnp.int32), "model_calls": jnp.zeros((), jnp.int32),
-          "calls_saved": jnp.zeros((), jnp.int32)}
+          "calls_saved": jnp.zeros((), jnp.int32),
+          "first_call_blocks": jnp.zeros((), jnp.int32)}
     if debug:
         st["trajectory"] = jnp.tile(st["x"][None], (max_steps + 1, 1, 1))
     if s.strategy == "ancestral":
@@ -217,6 +242,14 @@ def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
         after = jnp.arange(max_steps + 1)[:, None, None] > st["step"]
         st["trajectory"] = jnp.where(after, st["x"][None], st["trajectory"])
     return {k: v for k, v in st.items() if k != "step" and k != "x"} | {"tokens": st["x"]}
+
+
+def reference_model_calls(out, s: Settings) -> int:
+    """Model calls the published loop makes for the same run: LLaDA's ``generate`` as
+    ``model_calls``; Fast-dLLM's KV-cache loops call the model once more in every block
+    whose first (full) call already committed the whole block."""
+    extra = int(out["first_call_blocks"]) if s.kv_cache != "none" else 0
+    return int(out["model_calls"]) + extra
 
 
 def _commit(st, commit_BxL, x0_BxL):
@@ -278,6 +311,13 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
     pos = jnp.arange(length)
     nb = s.num_blocks
     steps_per_block = s.steps // nb
+    region = (pos >= gen_start) & (pos < gen_start + s.gen_length)
+
+    def time_of(x):  # time-conditioned models: the schedule's time for the mask rate
+        if not s.time_conditioning:
+            return None
+        rate = jnp.sum((x == s.mask_id) & region[None], -1) / s.gen_length
+        return s.schedule.time_at(rate.astype(jnp.float32))
 
     def block_body(blk, st):
         start = gen_start + blk * s.block_length
@@ -291,7 +331,7 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
 
         def logits_at(st, j):
             if kv is None:
-                return apply(params, st["x"], None)
+                return apply(params, st["x"], time_of(st["x"]))
             return jax.lax.cond(j == 0, lambda: first_logits,
                                 lambda: kv.window(params, st["x"], cache, first_logits, start))
 
@@ -309,7 +349,11 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
                 best = jnp.arange(length)[None] == jnp.argmax(score, -1)[:, None]
                 commit = cand & ((score >= s.threshold) | best)
             calls = st["model_calls"] + (1 if kv is None else (j > 0).astype(jnp.int32))
-            return dict(_commit(st, commit, x0), model_calls=calls)
+            st = dict(_commit(st, commit, x0), model_calls=calls)
+            if kv is not None:  # Fast-dLLM's cached loop calls once more in such blocks
+                done = (j == 0) & ~jnp.any((st["x"] == s.mask_id) & in_block[None])
+                st["first_call_blocks"] = st["first_call_blocks"] + done.astype(jnp.int32)
+            return st
 
         if s.strategy == "confidence":
             return jax.lax.fori_loop(0, steps_per_block, lambda j, st: step(st, j), st)
@@ -335,7 +379,9 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
                    rules=None, model_cfg=None, debug: bool = False):
     """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given.
 
-    The batch is sharded over the data axes; parameters follow ``param_shardings``
+    The batch is sharded over the data axes, padded to a multiple of the data-parallel
+    size with rows that have nothing to decode (dropped from the result); parameters
+    follow ``param_shardings``
     (``parallel.sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)``).
     """
     def fn(params, canvas, rng):
@@ -351,14 +397,26 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
 
     batch = mesh_lib.batch_sharding(mesh)
     rep = NamedSharding(mesh, PartitionSpec())
-    outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep}
+    outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep,
+            "first_call_blocks": rep}
     if debug:
         outs["trajectory"] = NamedSharding(mesh, PartitionSpec(None, *mesh_lib.batch_spec(mesh)))
     jitted = jax.jit(fn, in_shardings=(param_shardings, batch, rep), out_shardings=outs)
 
     def call(params, canvas, rng):
-        mesh_lib.check_batch(canvas.shape[0], mesh, "sampler.batch_size")
+        canvas = np.asarray(canvas)  # the same on every process; placed below
+        b = canvas.shape[0]
+        padded = mesh_lib.padded_batch_size(b, mesh)
+        if padded != b:  # rows with nothing to decode; noise is per position (threefry
+            # partitionable), so the real rows draw what they draw unpadded
+            filler = np.where(canvas[:1] == s.mask_id, 1 if s.mask_id == 0 else 0,
+                              canvas[:1])
+            canvas = np.concatenate([canvas, np.tile(filler, (padded - b, 1))])
         with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            return jitted(params, canvas, rng)
+            out = jitted(params, jax.device_put(canvas, batch), rng)
+        if padded == b:
+            return out
+        return {k: (v[:, :b] if k == "trajectory" else v[:b] if v.ndim else v)
+                for k, v in out.items()}
 
     return call

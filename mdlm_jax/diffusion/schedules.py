@@ -31,6 +31,11 @@ class Schedule:
     def weight(self, t):
         return -self.dalpha(t) / (1.0 - self.alpha(t))
 
+    def time_at(self, mask_prob):
+        """The time whose mask probability is ``mask_prob`` (inverse of ``mask_prob``;
+        clipped to [0, 1]): what a time-conditioned model is told for a given mask rate."""
+        raise NotImplementedError
+
 
 @dataclasses.dataclass(frozen=True)
 class Linear(Schedule):
@@ -47,6 +52,9 @@ class Linear(Schedule):
 
     def weight(self, t):
         return 1.0 / t
+
+    def time_at(self, mask_prob):
+        return jnp.clip(mask_prob, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +73,9 @@ class LogLinear(Schedule):
     def weight(self, t):
         return 1.0 / t
 
+    def time_at(self, mask_prob):
+        return jnp.clip(mask_prob / (1.0 - self.eps), 0.0, 1.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Cosine(Schedule):
@@ -75,6 +86,9 @@ class Cosine(Schedule):
 
     def dalpha(self, t):
         return -0.5 * math.pi * jnp.sin(0.5 * math.pi * (1.0 - t))
+
+    def time_at(self, mask_prob):  # mask_prob = cos(pi/2 (1 - t))
+        return 1.0 - jnp.arccos(jnp.clip(mask_prob, 0.0, 1.0)) / (0.5 * math.pi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +107,9 @@ class Polynomial(Schedule):
 
     def weight(self, t):
         return self.power / t
+
+    def time_at(self, mask_prob):
+        return jnp.clip(mask_prob, 0.0, 1.0) ** (1.0 / self.power)
 
 
 _SCHEDULES = {"linear": Linear, "loglinear": LogLinear, "cosine": Cosine,

@@ -84,6 +84,9 @@ class LayerNorm(nnx.Module):
         return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
 
 
+ROPE_SCALINGS = ("none", "llama3")
+
+
 def rope_tables(length: int, head_dim: int, theta: float, scaling=None):
     """cos/sin tables [L, K] of rotary embeddings, half-split (GPT-NeoX / Llama) layout.
 
@@ -95,7 +98,8 @@ def rope_tables(length: int, head_dim: int, theta: float, scaling=None):
     if scaling is not None and scaling.rope_scaling == "llama3":
         inv_freq = llama3_inv_freq(inv_freq, scaling)
     elif scaling is not None and scaling.rope_scaling != "none":
-        raise ValueError(f"model.rope_scaling={scaling.rope_scaling!r}; use none or llama3")
+        raise ValueError(f"model.rope_scaling={scaling.rope_scaling!r}; use one of "
+                         f"{ROPE_SCALINGS}")
     pos = jnp.arange(length, dtype=jnp.float32)
     freqs = jnp.outer(pos, inv_freq)
     emb = jnp.concatenate([freqs, freqs], axis=-1)
@@ -123,6 +127,10 @@ def apply_rope(x_BxLxNxK, cos_LxK, sin_LxK):
     cos = cos_LxK[None, :, None, :]
     sin = sin_LxK[None, :, None, :]
     return (x32 * cos + rotated * sin).astype(x_BxLxNxK.dtype)
+
+
+# model.attention_impl: jax.nn.dot_product_attention's implementation ('auto': JAX picks)
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 
 def attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, *, causal, segment_ids_BxL, implementation):

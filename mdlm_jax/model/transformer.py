@@ -196,9 +196,7 @@ class Transformer(nnx.Module):
             return nnx.merge(graphdef, block_state)(x, cond, rope, **kw)[0]
 
         if cfg.remat_policy != "none":
-            policy = (None if cfg.remat_policy == "full"
-                      else getattr(jax.checkpoint_policies, cfg.remat_policy))
-            layer = jax.checkpoint(layer, policy=policy)
+            layer = jax.checkpoint(layer, policy=remat_policy(cfg.remat_policy))
         if cfg.scan_layers:
             x, _ = jax.lax.scan(lambda h, s: (layer(h, s), None), x, stacked)
         else:
@@ -227,9 +225,42 @@ def embed_tokens(table_VxD, tokens_BxL):
     return jnp.take(table_VxD, tokens_BxL, axis=0)
 
 
+def remat_policies() -> tuple[str, ...]:
+    """``model.remat_policy`` values: none, full (save nothing) and every ready-made policy
+    of ``jax.checkpoint_policies`` (its ``save_*`` / ``offload_*`` factories need args)."""
+    ready = sorted(n for n in dir(jax.checkpoint_policies)
+                   if not n.startswith(("_", "save_", "offload_")))
+    return ("none", "full", *ready)
+
+
+def remat_policy(name: str):
+    """The ``jax.checkpoint`` policy of ``model.remat_policy`` (None for 'none' / 'full')."""
+    if name not in remat_policies():
+        raise ValueError(f"model.remat_policy={name!r} is unknown; use one of "
+                         f"{', '.join(remat_policies())}")
+    return None if name in ("none", "full") else getattr(jax.checkpoint_policies, name)
+
+
 def validate_model_config(cfg) -> None:
+    from mdlm_jax.model.layers import ATTENTION_IMPLS, ROPE_SCALINGS
+
     if cfg.family not in ("dit", "llama"):
         raise ValueError(f"model.family={cfg.family!r} is unknown; use 'dit' or 'llama'")
+    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "mlp_dim", "max_length",
+                "cond_dim", "rope_theta", "norm_eps", "rope_scaling_factor",
+                "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_length"):
+        if not cfg[key] > 0 or cfg[key] == float("inf"):
+            raise ValueError(f"model.{key}={cfg[key]} must be a finite number > 0")
+    for key in ("n_kv_heads", "head_dim", "init_std"):
+        if not cfg[key] >= 0:
+            raise ValueError(f"model.{key}={cfg[key]} must be >= 0 (0: the default)")
+    if cfg.attention_impl not in ATTENTION_IMPLS:
+        raise ValueError(f"model.attention_impl={cfg.attention_impl!r} is unknown; use one "
+                         f"of {', '.join(ATTENTION_IMPLS)}")
+    if cfg.rope_scaling not in ROPE_SCALINGS:
+        raise ValueError(f"model.rope_scaling={cfg.rope_scaling!r} is unknown; use one of "
+                         f"{', '.join(ROPE_SCALINGS)}")
+    remat_policy(cfg.remat_policy)
     if cfg.n_heads <= 0 or (cfg.head_dim == 0 and cfg.d_model % cfg.n_heads):
         raise ValueError(f"model.d_model={cfg.d_model} is not divisible by model.n_heads="
                          f"{cfg.n_heads}; set model.head_dim explicitly or change one of them")

@@ -59,6 +59,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, batch_spec(mesh))
 
 
+def padded_batch_size(batch: int, mesh: Mesh) -> int:
+    """The smallest multiple of the data-parallel size and the process count >= ``batch``:
+    sampling and evaluation pad their batch to it and drop the padding afterwards."""
+    unit = math.lcm(data_parallel_size(mesh), jax.process_count())
+    return -(-batch // unit) * unit
+
+
 def check_batch(global_batch: int, mesh: Mesh, what: str = "data.global_batch_size"):
     dp = data_parallel_size(mesh)
     if global_batch % dp:

@@ -13,6 +13,7 @@ import test_hf_fixtures as fx  # noqa: E402
 
 from mdlm_jax import config_base  # noqa: E402
 from mdlm_jax.checkpoint import hf, hf_io  # noqa: E402
+from mdlm_jax.diffusion import parameterization  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="the HF tests build reference models with torch")
 TOKENS = np.random.RandomState(1).randint(0, fx.V - 4, (2, 12))
@@ -249,11 +250,16 @@ def test_llama_as_diffusion_appends_a_mask_row(dirs, loaded):
 
 
 def test_config_helpers_and_init_params_from(dirs, loaded):
+    from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
     config = config_base.base_config()
-    info = hf.apply_to_config(config, dirs["llada"])
+    info = configure_from_directory(config, dirs["llada"])
     assert config.diffusion.mask_id == 63 and config.data.tokenizer == "hf"
     assert config.data.tokenizer_path == info.tokenizer_file
     assert config.model.init_from == info.path and config.model.d_model == fx.D
+    # published LLaDA weights: 'auto' keeps the mask token in the sampler's softmax
+    assert config.model.imported_from == "llada"
+    assert parameterization.resolve_mask_in_softmax(config)
     params = hf.init_params_from(config)
     np.testing.assert_array_equal(np.asarray(params["embed"]),
                                   np.asarray(loaded["llada"][1]["embed"]))
@@ -271,7 +277,11 @@ def test_quickstart_from_ar_config(dirs):
     spec = importlib.util.spec_from_file_location("quickstart_from_ar", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
     config = module.get_config(dirs["llama"])
+    assert config.model.init_from == dirs["llama"]  # the directory is read when a command starts
+    configure_from_directory(config)
     assert not config.model.causal and config.model.logit_shift
     assert config.model.init_from == os.path.abspath(dirs["llama"])
     assert config.diffusion.mask_id == fx.V and config.model.vocab_size == fx.V + 1

@@ -225,3 +225,125 @@ def ref_mdlm(t, tokens, sigma):
     shift, scale = np.split(lin(c, b + "output_layer.adaLN_modulation")[:, None], 2, -1)
     h = ln(x, t[b + "output_layer.norm_final.weight"]) * (1 + scale) + shift
     return lin(h, b + "output_layer.linear")
+
+
+# ----------------------------------------- published directories at tiny sizes
+# config.json of GSAI-ML/LLaDA-8B-Base, Dream-org/Dream-v0-Base-7B, meta-llama/Meta-Llama-3-8B
+# and Qwen/Qwen2.5-7B: the published field set with every non-size value as published
+# (n_kv_heads as published: LLaDA writes it out equal to n_heads), sizes shrunk to
+# D / F / H / NL and a 64-row vocabulary. Each has a tokenizer.json whose special tokens
+# sit where the published ones do relative to the vocabulary: LLaDA's and Dream's mask
+# token inside the tokenizer, spare embedding rows after it (LLaDA, Dream, Qwen2.5), none
+# for Llama-3. The published ids are in comments.
+PUBLISHED_SIZES = {"llada": {"d_model": D, "mlp_hidden_size": F, "n_heads": H,
+                             "n_kv_heads": H, "n_layers": NL},
+                   "llama_like": {"hidden_size": D, "intermediate_size": F,
+                                  "num_attention_heads": H, "num_hidden_layers": NL}}
+PUBLISHED_KV = {"llada": H, "dream": KV, "qwen2": KV, "llama": 1}  # 32/32, 4/28, 4/28, 8/32
+# tokenizer layout: words w0.. fill the ids below the first special token
+PUBLISHED_SPECIALS = {
+    "llada": {48: "<|startoftext|>", 49: "<|endoftext|>",  # 126080, 126081
+              54: "<|mdm_mask|>",  # 126336
+              57: "<|start_header_id|>", 58: "<|end_header_id|>", 59: "<|eot_id|>"},
+    "dream": {48: "<|endoftext|>", 49: "<|im_start|>", 50: "<|im_end|>",  # 151643..151645
+              57: "<|beginoftext|>", 58: "<|mask|>"},  # 151665, 151666 (152064 rows)
+    "qwen2": {48: "<|endoftext|>", 49: "<|im_start|>", 50: "<|im_end|>"},  # 151643..5
+    "llama": {48: "<|begin_of_text|>", 49: "<|end_of_text|>",  # 128000, 128001
+              54: "<|start_header_id|>", 55: "<|end_header_id|>", 57: "<|eot_id|>"},
+}
+TOKENIZER_SIZE = {"llada": 60, "dream": 59, "qwen2": 60, "llama": V}  # 126349 / 151667 /
+# 151665 / 128256 in the published tokenizers
+
+
+def published_config(family: str) -> dict:
+    sizes = PUBLISHED_SIZES["llada" if family == "llada" else "llama_like"]
+    if family == "llada":
+        return {
+            "activation_type": "silu", "alibi": False, "alibi_bias_max": 8.0,
+            "architectures": ["LLaDAModelLM"], "attention_dropout": 0.0,
+            "attention_layer_norm": False, "attention_layer_norm_with_affine": True,
+            "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
+                         "AutoModel": "modeling_llada.LLaDAModelLM",
+                         "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM"},
+            "bias_for_layer_norm": False, "block_group_size": 1, "block_type": "llama",
+            "embedding_dropout": 0.0, "embedding_size": V, "eos_token_id": 49,
+            "flash_attention": False, "include_bias": False, "include_qkv_bias": False,
+            "init_cutoff_factor": None, "init_device": "meta", "init_fn": "mitchell",
+            "init_std": 0.02, "input_emb_norm": False, "layer_norm_type": "rms",
+            "layer_norm_with_affine": True, "mask_token_id": 54,
+            "max_sequence_length": 4096, "mlp_ratio": 4, "model_type": "llada",
+            "multi_query_attention": None, "pad_token_id": 49, "precision": "amp_bf16",
+            "residual_dropout": 0.0, "rms_norm_eps": 1e-05, "rope": True,
+            "rope_full_precision": True, "rope_theta": 500000.0, "scale_logits": False,
+            "transformers_version": "4.46.3", "use_cache": False, "vocab_size": V,
+            "weight_tying": False, **sizes}
+    common = {"attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
+              "num_key_value_heads": PUBLISHED_KV[family], "tie_word_embeddings": False,
+              "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": V, **sizes}
+    if family == "llama":
+        return {**common, "architectures": ["LlamaForCausalLM"], "attention_bias": False,
+                "bos_token_id": 48, "eos_token_id": 49, "max_position_embeddings": 8192,
+                "model_type": "llama", "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+                "rope_scaling": None, "rope_theta": 500000.0,
+                "transformers_version": "4.40.0.dev0"}
+    qwen = {**common, "bos_token_id": 48, "eos_token_id": 48,
+            "max_position_embeddings": 131072, "max_window_layers": NL,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "use_sliding_window": False}
+    if family == "dream":
+        return {**qwen, "architectures": ["DreamModel"], "mask_token_id": 58,
+                "model_type": "Dream", "pad_token_id": 48, "rope_scaling": None,
+                "sliding_window": None, "transformers_version": "4.46.2"}
+    return {**qwen, "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "sliding_window": 131072, "transformers_version": "4.43.1", "use_mrope": False}
+
+
+def llama_tensors(*, kv=KV, qkv_bias=False, seed=0, vocab=V):
+    """Random weights under transformers' Llama / Qwen2 names (norms around 1)."""
+    rng = np.random.RandomState(seed)
+
+    def r(*shape):
+        return (0.1 * rng.randn(*shape)).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": r(vocab, D), "model.norm.weight": 1 + r(D),
+         "lm_head.weight": r(vocab, D)}
+    for i in range(NL):
+        p = f"model.layers.{i}."
+        t.update({p + "input_layernorm.weight": 1 + r(D),
+                  p + "self_attn.q_proj.weight": r(H * HD, D),
+                  p + "self_attn.k_proj.weight": r(kv * HD, D),
+                  p + "self_attn.v_proj.weight": r(kv * HD, D),
+                  p + "self_attn.o_proj.weight": r(D, H * HD),
+                  p + "post_attention_layernorm.weight": 1 + r(D),
+                  p + "mlp.gate_proj.weight": r(F, D), p + "mlp.up_proj.weight": r(F, D),
+                  p + "mlp.down_proj.weight": r(D, F)})
+        if qkv_bias:
+            for name, n in (("q", H), ("k", kv), ("v", kv)):
+                t[p + f"self_attn.{name}_proj.bias"] = r(n * HD)
+    return t
+
+
+def write_published_tokenizer(folder, family: str):
+    """A word-level tokenizer.json with the family's special tokens at their ids, and a
+    tokenizer_config.json naming the EOS token as the published one does."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    specials = PUBLISHED_SPECIALS[family]
+    vocab = {specials.get(i, f"w{i}"): i for i in range(TOKENIZER_SIZE[family])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([AddedToken(s, special=True) for s in specials.values()])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    eos = {"llada": "<|endoftext|>", "dream": "<|endoftext|>", "qwen2": "<|endoftext|>",
+           "llama": "<|end_of_text|>"}[family]
+    write_json(os.path.join(folder, "tokenizer_config.json"), {"eos_token": eos})
+
+
+def write_published_dir(folder, family: str, seed=0):
+    """A tiny directory laid out as the published ``family`` checkpoint."""
+    os.makedirs(folder, exist_ok=True)
+    t = llama_tensors(kv=PUBLISHED_KV[family], qkv_bias=family in ("dream", "qwen2"),
+                      seed=seed)
+    save_st(folder, llada_names(t) if family == "llada" else t)
+    write_json(os.path.join(folder, "config.json"), published_config(family))
+    write_published_tokenizer(folder, family)
+    return str(folder)

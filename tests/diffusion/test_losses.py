@@ -313,3 +313,28 @@ def test_logits_chunk_must_divide_the_length():
     batch = {"tokens": jnp.zeros((2, 32), jnp.int32)}
     with pytest.raises(ValueError, match="logits_chunk=5 does not divide"):
         losses.total_loss(apply, params, batch, jax.random.key(0), c)
+def test_prompt_answer_data_is_normalised_per_sequence_by_its_answer_length():
+    """LLaDA's SFT objective: each sequence's NELBO over its own answer length, averaged
+    (``loss.normalize='auto'`` for prompt/answer data); other data: per batch token."""
+    c = diffusion_config()
+    assert c.loss.normalize == "auto" and losses.normalization(c) == "tokens"
+    c.data.name = "prompt_answer"
+    assert losses.normalization(c) == "sequence"
+    tokens = jnp.asarray(np.arange(2 * 12).reshape(2, 12) % (V - 1), jnp.int32)
+    prompt = np.zeros((2, 12), bool)
+    prompt[0, :10], prompt[1, :2] = True, True  # answers of 2 and 10 tokens
+    batch = {"tokens": tokens, "prompt_mask": jnp.asarray(prompt)}
+
+    def apply(params, xt, t=None, **_):  # logits that favour token 0 everywhere
+        return jnp.zeros(xt.shape + (V,)).at[..., 0].set(2.0)
+
+    loss, m = losses.nelbo(apply, {}, batch, jax.random.key(0), c)
+    # per sequence: weight(t) * masked NLL; recompute with the same draws
+    k_t, k_m, _ = jax.random.split(jax.random.key(0), 3)
+    t = jax.random.uniform(k_t, ()) + jnp.arange(2) / 2
+    t = (1 - c.diffusion.time_eps) * jnp.mod(t, 1.0) + c.diffusion.time_eps
+    xt, _ = losses.forward.mask_tokens(k_m, tokens, t, MASK, ~jnp.asarray(prompt))
+    per_seq = losses.masked_nelbo(apply({}, xt), tokens, xt, t, schedules.Linear(), MASK)
+    want = float(jnp.mean(per_seq / jnp.asarray([2.0, 10.0])))
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert float(loss) != pytest.approx(float(jnp.sum(per_seq) / 12.0), rel=1e-3)

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from mdlm_jax import model  # noqa: E402
 from mdlm_jax.config_base import base_config  # noqa: E402
-from mdlm_jax.diffusion import categorical, sampler  # noqa: E402
+from mdlm_jax.diffusion import categorical, parameterization, sampler  # noqa: E402
 
 V, MASK, L_MAX = 40, 39, 64
 
@@ -231,3 +231,63 @@ def test_threshold_terminates_on_nan_logits():
     canvas = jnp.full((1, 16), MASK, jnp.int32)
     out = run(nan_apply, {}, s, canvas, 0)
     assert int(out["model_calls"]) == 16 and not np.any(out["tokens"] == MASK)
+
+
+def test_any_batch_size_on_one_two_and_eight_devices(tiny, strategy="threshold"):
+    """A batch of 3 on 2 and 8 devices is padded to the data-parallel size and the
+    padding dropped: the same tokens and model calls as on one device."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from mdlm_jax.parallel import mesh as mesh_lib
+    from mdlm_jax.parallel import sharding
+
+    c, apply, params = tiny
+    s = sampler.Settings.from_config(c, strategy=strategy, threshold=0.1)
+    canvas, start = infill_canvas(batch=3)
+    one = run(apply, params, s, canvas, start)
+    for n in (2, 8):
+        mesh = mesh_lib.make_mesh(base_config().mesh, devices=jax.devices()[:n])
+        _, shapes, axes = model.abstract(c.model)
+        shard = sharding.param_shardings(axes, shapes, c.mesh.rules, mesh)
+        many = run(apply, jax.device_put(params, shard), s, canvas, start, mesh=mesh,
+                   param_shardings=shard, rules=c.mesh.rules, debug=True)
+        assert many["tokens"].shape == (3, canvas.shape[1])
+        assert many["trajectory"].shape[1] == 3
+        np.testing.assert_array_equal(one["tokens"], many["tokens"])
+        assert int(one["model_calls"]) == int(many["model_calls"])
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "threshold"])
+def test_time_conditioned_models_get_the_time_of_the_mask_rate(strategy):
+    """The model's prediction is round(9 t): each commit shows the t it was given, which
+    must be the linear schedule's time for the region's mask rate before that step."""
+    def t_apply(params, tokens, t=None, **_):
+        t = jnp.zeros(tokens.shape[:1]) if t is None else t
+        ids = jnp.round(9 * t).astype(jnp.int32)
+        return jnp.tile(jax.nn.one_hot(ids, V)[:, None] * 10.0, (1, tokens.shape[1], 1))
+
+    c = tiny_config(strategy=strategy, gen_length=8, block_length=8, steps=8,
+                    temperature=0.0, threshold=1.0)
+    c.model.family, c.model.time_conditioning = "dit", True
+    c.diffusion.schedule = "linear"
+    s = sampler.Settings.from_config(c)
+    out = run(t_apply, {}, s, jnp.full((1, 8), MASK, jnp.int32), 0)
+    step = out["commit_step"][0]
+    assert sorted(step.tolist()) == list(range(8))  # one commit per step
+    want = np.round(9 * (8 - step) / 8)
+    np.testing.assert_array_equal(out["tokens"][0], want)
+
+
+@pytest.mark.parametrize("setting,imported_from,keep", [
+    ("auto", "", False), ("auto", "llada", True), ("auto", "dream", True),
+    ("auto", "llama", False), ("auto", "mdlm", False), ("keep", "", True),
+    ("drop", "llada", False)])
+def test_mask_in_softmax_follows_the_model_family(setting, imported_from, keep):
+    c = tiny_config(mask_in_softmax=setting, temperature=0.0)
+    c.model.imported_from = imported_from
+    assert parameterization.resolve_mask_in_softmax(c) is keep
+    assert sampler.Settings.from_config(c).mask_in_softmax is keep
+    logits = jnp.zeros((1, 1, V)).at[..., MASK].set(5.0)
+    s = sampler.Settings.from_config(c)
+    picked = int(categorical.sample_x0(categorical.filter_logits(logits, s), None, s)[0, 0])
+    assert (picked == MASK) is keep  # greedy: the mask wins only when it is kept

@@ -130,3 +130,15 @@ def test_kv_cache_refuses_other_families():
     c.model.family = "dit"
     with pytest.raises(ValueError, match="sampler.kv_cache"):
         kv_cache.BlockCache(c.model, "dual", 8)
+
+
+def test_published_call_count_adds_one_per_block_decoded_by_its_first_call(trained):
+    """tau tiny: every block is decoded by its first (full) call. This sampler stops
+    there (one call per block); Fast-dLLM's cached loop calls once more per block."""
+    c, apply, params = trained
+    s = sampler.Settings.from_config(c, strategy="threshold", kv_cache="dual", threshold=1e-9)
+    canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 2)
+    fn = sampler.make_sample_fn(apply, s, gen_start=start, model_cfg=c.model)
+    out = jax.device_get(fn(params, canvas, jax.random.key(0)))
+    assert int(out["model_calls"]) == s.num_blocks == int(out["first_call_blocks"])
+    assert sampler.reference_model_calls(out, s) == 2 * s.num_blocks
