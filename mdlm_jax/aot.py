@@ -16,7 +16,8 @@ message); one that fits reports ``memory_analysis()``: arguments + outputs - ali
 
 FLOPs: ``cost_analysis()`` counts a ``lax.scan`` body once, so a scanned layer stack counts
 one layer. The per-layer cost is taken from two small unrolled compiles (1 and 2 layers,
-same micro-batch, XLA attention: a Pallas kernel is opaque to cost analysis) and the
+same micro-batch, XLA attention: a Pallas kernel is opaque to cost analysis; the output
+head unchunked and no random-crop branch, as loops and branches are counted once) and the
 step's count is ``F(1) + (n_layers - 1) * (F(2) - F(1))``, times the accumulation steps;
 the analytic count is ``monitoring.flops_per_token``.
 """
@@ -180,6 +181,10 @@ def xla_flops_per_step(config, mesh, micro_batch: int) -> float:
         c = for_target(config, "", n_layers=n, scan_layers=False, attention_impl="xla")
         c.unlock()
         c.optimizer.grad_accum_steps = 1
+        # Same FLOPs, no loop or branch for cost analysis to count once or skip: the head
+        # in one piece (not chunked by lax.map) and no random-crop lax.cond.
+        c.loss.logits_chunk = 0
+        c.diffusion.random_crop_prob = 0.0
         c.lock()
         lowered, _ = lower_train_step(c, mesh, micro_batch)
         f.append(step_flops(compile_lowered(lowered)))

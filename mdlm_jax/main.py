@@ -57,9 +57,14 @@ def _dispatch(argv):
             raise app.UsageError("compile needs --config configs/X.py")
         from mdlm_jax import aot
 
+        if FLAGS.config.model.init_from:
+            from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
+            configure_from_directory(FLAGS.config, explicit=explicit_overrides())
         aot.run(FLAGS.config, topology=FLAGS.topology, platform=FLAGS.platform,
                 what=FLAGS.what, search=FLAGS.search,
                 memory_gib=FLAGS.memory_gib, name=FLAGS["config"].config_filename)
+        return
     if command == "benchmark":
         if FLAGS.config is None:
             raise app.UsageError("benchmark needs --config configs/benchmarks/X.py")
