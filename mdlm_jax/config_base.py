@@ -23,7 +23,7 @@ DEFAULT_RULES = (
     ("vocab", "tensor"),
     ("layers", None),
     ("cond", None),
-    ("lora_rank", None),
+    ("lora_rank", "tensor"),  # taken only where the adapter's feature axes leave it free
 )
 
 
@@ -57,7 +57,7 @@ def base_config() -> mlc.ConfigDict:
     m.tie_embeddings = False
     m.dtype = "float32"  # compute dtype
     m.param_dtype = "float32"
-    m.attention_impl = "xla"  # xla | cudnn (jax.nn.dot_product_attention implementation)
+    m.attention_impl = "auto"  # auto: cuDNN on GPU, splash on TPU, XLA on CPU | xla | cudnn
     m.remat_policy = "none"  # none | full | dots_saveable | nothing_saveable | ...
     m.scan_layers = True
     m.init_std = 0.02
@@ -77,6 +77,8 @@ def base_config() -> mlc.ConfigDict:
     # ---------------------------------------------------------------- loss
     lo = c.loss = mlc.ConfigDict()
     lo.terms = mlc.ConfigDict({"nelbo": 1.0})  # term name -> weight
+    lo.normalize = "tokens"  # tokens: divide by valid tokens; sequence: by sequences
+    lo.logits_chunk = 0  # positions projected to the vocabulary at a time (0: all at once)
     lo.normalize = "auto"  # tokens | sequence | auto (prompt/answer data: sequence, LLaDA's
     # SFT objective, each sequence by its own answer length; else tokens): losses.normalization
     ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)

@@ -3,6 +3,8 @@
     python -m mdlm_jax.main train|eval|sample|context --config configs/X.py[:arg] \
         --workdir DIR [--config.group.key=value ...]
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
+    python -m mdlm_jax.main compile --config configs/X.py[:arg] [--topology v5p:4x4x4] \
+        [--platform gpu] [--what train]
     python -m mdlm_jax.main benchmark --config configs/benchmarks/X.py[:task] \
         --config.benchmark.path=DIR
 """
@@ -18,7 +20,7 @@ from ml_collections import config_flags
 from mdlm_jax import command_line
 from mdlm_jax.config_base import base_config, nearest_key
 
-COMMANDS = ("train", "eval", "sample", "context", "convert", "benchmark")
+COMMANDS = ("train", "eval", "sample", "context", "convert", "compile", "benchmark")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -26,6 +28,13 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.DEFINE_string("from", None, "convert: a HuggingFace-format model directory.")
 flags.DEFINE_string("to", None, "convert: the workdir to write.")
+flags.DEFINE_string("topology", "", "compile: a TPU topology (e.g. v5p:4x4x4), compiled "
+                    "through libtpu on any host; default: the local devices.")
+flags.DEFINE_string("platform", "", "compile: the local backend to compile for (cpu, gpu, tpu).")
+flags.DEFINE_enum("what", "train", ["train"], "compile: the program to compile.")
+flags.DEFINE_bool("search", True, "compile: search the largest micro-batch that fits.")
+flags.DEFINE_float("memory_gib", 0.0, "compile: memory per chip to check against (GiB; "
+                   "0: the device's own).")
 flags.DEFINE_bool("as_diffusion", False, "convert: adapt a causal (AR) model into a "
                   "bidirectional MDLM with the one-position logit shift (the Dream recipe).")
 
@@ -42,6 +51,19 @@ def _dispatch(argv):
         from mdlm_jax import convert
 
         convert.run(FLAGS["from"].value, FLAGS.to, as_diffusion=FLAGS.as_diffusion)
+        return
+    if command == "compile":
+        if FLAGS.config is None:
+            raise app.UsageError("compile needs --config configs/X.py")
+        from mdlm_jax import aot
+
+        if FLAGS.config.model.init_from:
+            from mdlm_jax.checkpoint.hf_config import configure_from_directory
+
+            configure_from_directory(FLAGS.config, explicit=explicit_overrides())
+        aot.run(FLAGS.config, topology=FLAGS.topology, platform=FLAGS.platform,
+                what=FLAGS.what, search=FLAGS.search,
+                memory_gib=FLAGS.memory_gib, name=FLAGS["config"].config_filename)
         return
     if command == "benchmark":
         if FLAGS.config is None:

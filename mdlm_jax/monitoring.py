@@ -10,6 +10,7 @@ import time
 import jax
 
 from mdlm_jax.model import head_dim
+from mdlm_jax.model.layers import TIME_FREQ_DIM
 
 # Dense bf16 peak FLOP/s per device, by jax device_kind prefix (vendor datasheets).
 PEAK_FLOPS = {
@@ -37,21 +38,35 @@ def peak_flops_per_device(device=None, override: float = 0.0) -> float | None:
     return None
 
 
+def per_sequence_params(model_cfg) -> int:
+    """Parameters applied once per sequence, not per token: the DiT's time embedding and
+    its adaLN modulations act on the [B, cond_dim] time features."""
+    if model_cfg.family != "dit":
+        return 0
+    d, c, freq = model_cfg.d_model, model_cfg.cond_dim, TIME_FREQ_DIM
+    time_embed = freq * c + c + c * c + c
+    adaln = model_cfg.n_layers * (c * 6 * d + 6 * d) + c * 2 * d + 2 * d
+    return time_embed + adaln
+
+
 def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: int = 1,
                     n_frozen: int = 0) -> float:
     """Training FLOPs per token: 6N plus full (bidirectional) attention, no causal halving.
 
-    N excludes the input embedding table (a gather, not a matmul). Attention costs
-    QK^T and AV: 2 * 2 * L * (heads * head_dim) per token and layer forward, x3 for the
-    backward. Frozen weights (LoRA's base) need no weight gradient: 4 instead of 6 FLOPs
-    per frozen parameter. ``forward_passes`` scales everything (the mask-agnostic term
-    runs two).
+    N excludes the input embedding table (a gather, not a matmul); the DiT's time embedding
+    and adaLN weights (``per_sequence_params``) run once per sequence, so they cost
+    6 / seq_len per token. Attention costs QK^T and AV: 2 * 2 * L * (heads * head_dim) per
+    token and layer forward, x3 for the backward. Frozen weights (LoRA's base) need no
+    weight gradient: 4 instead of 6 FLOPs per frozen parameter. ``forward_passes`` scales
+    everything (the mask-agnostic term runs two).
     """
-    n_matmul = n_params - model_cfg.vocab_size * model_cfg.d_model
+    per_seq = per_sequence_params(model_cfg)
+    n_matmul = n_params - model_cfg.vocab_size * model_cfg.d_model - per_seq
     n_frozen_matmul = max(n_frozen - model_cfg.vocab_size * model_cfg.d_model, 0) \
         if n_frozen else 0
     attn = 12 * model_cfg.n_layers * seq_len * model_cfg.n_heads * head_dim(model_cfg)
-    return forward_passes * (6 * n_matmul - 2 * n_frozen_matmul + attn)
+    return forward_passes * (6 * n_matmul + 6 * per_seq / seq_len - 2 * n_frozen_matmul
+                             + attn)
 
 
 class MetricsWriter:

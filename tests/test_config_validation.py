@@ -84,7 +84,7 @@ CATALOGUE = [
     (QS, {"sampler.time_grid": "log"}, r"sampler.time_grid='log' is unknown"),
     (QS, {"sampler.kv_cache": "full", "sampler.strategy": "confidence"},
      r"sampler.kv_cache='full' is unknown"),
-    (QS, {"sampler.kv_cache": "dual", "sampler.strategy": "confidence"},
+    (QS, {"model.family": "dit", "sampler.kv_cache": "dual", "sampler.strategy": "confidence"},
      r"supports the bidirectional llama family"),
     (QS, {"sampler.mask_in_softmax": "maybe"}, r"sampler.mask_in_softmax='maybe' is unknown"),
     (QS, {"sampler.eos_id": -2}, r"sampler.eos_id=-2"),

@@ -108,17 +108,55 @@ def masked_nelbo(logits_BxLxV, x0_BxL, xt_BxL, t_B, schedule, mask_id: int):
     ``w(t) * sum_{i: xt_i = mask} -log p_theta(x0_i | xt)`` with SUBS: only masked
     positions contribute and the mask token gets no probability.
     """
-    logp = clean_log_probs(logits_BxLxV, mask_id)
-    nll = -jnp.take_along_axis(logp, x0_BxL[..., None], axis=-1)[..., 0]
+    nll = nll_per_position(logits_BxLxV, x0_BxL, mask_id)
     masked = xt_BxL == mask_id
     per_seq = jnp.sum(jnp.where(masked, nll, 0.0), axis=-1)
     return schedule.weight(t_B) * per_seq
 
 
+def token_scores(apply, params, tokens_BxL, t_B, score, extras, *, segment_ids_BxL=None,
+                 chunk: int = 0):
+    """``score(logits_BxCxV, *extras_BxC)`` over all positions, [B, L] (or a tuple of them).
+
+    With ``chunk`` > 0 the output head runs on ``chunk`` positions at a time from the
+    model's final hidden states (``apply.hidden``), each chunk rematerialised in the
+    backward pass: float32 logits over the vocabulary exist for one chunk, never for the
+    whole sequence. ``chunk`` 0 (or an ``apply`` without ``hidden``) is the plain path.
+    """
+    hidden_fn = getattr(apply, "hidden", None)
+    if chunk <= 0 or hidden_fn is None or chunk >= tokens_BxL.shape[1]:
+        logits = apply(params, tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL)
+        return score(logits, *extras)
+    b, length = tokens_BxL.shape
+    if length % chunk:
+        raise ValueError(f"loss.logits_chunk={chunk} does not divide the sequence length "
+                         f"{length}; use a divisor of it (or 0: no chunking)")
+    hidden_BxLxD, head = hidden_fn(params, tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL)
+
+    def chunks(x):  # [B, L, ...] -> [L / chunk, B, chunk, ...]
+        return jnp.moveaxis(x.reshape(b, length // chunk, chunk, *x.shape[2:]), 1, 0)
+
+    @jax.checkpoint
+    def one(args):
+        h, ex = args
+        return score(head(h), *ex)
+
+    out = jax.lax.map(one, (chunks(hidden_BxLxD), tuple(chunks(e) for e in extras)))
+    return jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1).reshape(b, length, *y.shape[3:]), out)
+
+
+def nll_per_position(logits_BxLxV, targets_BxL, mask_id: int | None = None):
+    """-log p(target) at every position, float32; SUBS (mask logit suppressed) with
+    ``mask_id``."""
+    logits = logits_BxLxV.astype(jnp.float32)
+    logp = (jax.nn.log_softmax(logits, axis=-1) if mask_id is None
+            else clean_log_probs(logits, mask_id))
+    return -jnp.take_along_axis(logp, targets_BxL[..., None], axis=-1)[..., 0]
+
+
 def ar_nll_per_token(logits_BxLxV, tokens_BxL):
     """-log p(x_{i+1} | x_{<=i}) for i < L - 1, shape [B, L - 1]."""
-    logp = jax.nn.log_softmax(logits_BxLxV[:, :-1].astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, tokens_BxL[:, 1:, None], axis=-1)[..., 0]
+    return nll_per_position(logits_BxLxV[:, :-1], tokens_BxL[:, 1:])
 
 
 def crop_to_length(valid_BxL, segment_ids_BxL, n):
@@ -196,8 +234,10 @@ def nelbo(apply, params, batch, rng, cfg):
     def scored(valid, maskable, segment_ids):
         xt, masked = forward.mask_tokens(k_m, x0, schedule.mask_prob(t), dcfg.mask_id,
                                          maskable & valid)
-        logits = apply(params, xt, t, segment_ids_BxL=segment_ids)
-        per_seq = masked_nelbo(logits, x0, xt, t, schedule, dcfg.mask_id)
+        nll = token_scores(apply, params, xt, t,
+                           lambda lg, x: nll_per_position(lg, x, dcfg.mask_id), (x0,),
+                           segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)
+        per_seq = schedule.weight(t) * jnp.sum(jnp.where(xt == dcfg.mask_id, nll, 0.0), -1)
         count = jnp.sum(maskable & valid, axis=-1).astype(jnp.float32)
         loss = _normalize(per_seq, count, normalization(cfg))
         return loss, {
@@ -231,8 +271,9 @@ def ar_nll(apply, params, batch, rng, cfg):
     segment_ids = batch.get("segment_ids")
     if segment_ids is None:
         segment_ids = padding_segments(valid, cfg)
-    logits = apply(params, x0, None, segment_ids_BxL=segment_ids)
-    nll = ar_nll_per_token(logits, x0)
+    targets = jnp.concatenate([x0[:, 1:], x0[:, :1]], axis=1)  # the last one is unscored
+    nll = token_scores(apply, params, x0, None, nll_per_position, (targets,),
+                       segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)[:, :-1]
     scored = valid[:, 1:]
     if batch.get("segment_ids") is not None:
         seg = batch["segment_ids"]
@@ -313,26 +354,30 @@ def mask_agnostic_terms(logits1_BxAxV, logits2_BxAxV, answer_BxA, masked_BxA, p_
     n_m is the number of masked positions (rows with none give 0). ``mask_id``: SUBS
     (that logit suppressed) when given. float32 throughout.
     """
-    logits1_BxAxV = jnp.asarray(logits1_BxAxV, jnp.float32)
-    logits2_BxAxV = jnp.asarray(logits2_BxAxV, jnp.float32)
-    if mask_id is None:
-        logp1 = jax.nn.log_softmax(logits1_BxAxV, axis=-1)
-        logp2 = jax.nn.log_softmax(logits2_BxAxV, axis=-1)
-    else:
-        logp1 = clean_log_probs(logits1_BxAxV, mask_id)
-        logp2 = clean_log_probs(logits2_BxAxV, mask_id)
+    ll, l1 = mask_agnostic_positions(logits1_BxAxV, logits2_BxAxV, answer_BxA, mask_id)
+    return mask_agnostic_reduce(ll, l1, masked_BxA, p_B, tv_half)
+
+
+def mask_agnostic_reduce(ll_BxA, l1_BxA, masked_BxA, p_B, tv_half: bool):
+    """``(ce_B, tv_B)`` from the per-position terms of ``mask_agnostic_positions``."""
     masked = masked_BxA.astype(jnp.bool_)
     p = jnp.asarray(p_B, jnp.float32)
     n_m = jnp.maximum(jnp.sum(masked, axis=-1).astype(jnp.float32), 1.0)
+    ce = -jnp.sum(jnp.where(masked, ll_BxA, 0.0), axis=-1) / (2.0 * p * n_m)
+    tv = p / n_m * jnp.sum(jnp.where(masked, l1_BxA, 0.0), axis=-1)
+    return ce, (0.5 * tv if tv_half else tv)
+
+
+def mask_agnostic_positions(logits1_BxAxV, logits2_BxAxV, answer_BxA, mask_id=None):
+    """Per position: ``(log p_1(a) + log p_2(a), || softmax_1 - softmax_2 ||_1)``."""
     idx = jnp.asarray(answer_BxA, jnp.int32)[..., None]
-    ll = (jnp.take_along_axis(logp1, idx, axis=-1)[..., 0]
-          + jnp.take_along_axis(logp2, idx, axis=-1)[..., 0])
-    ce = -jnp.sum(jnp.where(masked, ll, 0.0), axis=-1) / (2.0 * p * n_m)
-    l1 = jnp.sum(jnp.abs(jnp.exp(logp1) - jnp.exp(logp2)), axis=-1)
-    tv = p / n_m * jnp.sum(jnp.where(masked, l1, 0.0), axis=-1)
-    if tv_half:
-        tv = 0.5 * tv
-    return ce, tv
+    logp = []
+    for lg in (logits1_BxAxV, logits2_BxAxV):
+        lg = jnp.asarray(lg, jnp.float32)
+        logp.append(jax.nn.log_softmax(lg, axis=-1) if mask_id is None
+                    else clean_log_probs(lg, mask_id))
+    ll = sum(jnp.take_along_axis(lp, idx, axis=-1)[..., 0] for lp in logp)
+    return ll, jnp.sum(jnp.abs(jnp.exp(logp[0]) - jnp.exp(logp[1])), axis=-1)
 
 
 def max_masks_at(step, mcfg):
@@ -433,14 +478,20 @@ def mask_agnostic(apply, params, batch, rng, cfg):
     l1, l2, ok = draw_mask_counts(k_l, length - q - a, cap)
     x1 = with_extra_masks(x0, q, a, masked, l1, mask_id, mcfg.eos_id)
     x2 = with_extra_masks(x0, q, a, masked, l2, mask_id, mcfg.eos_id)
-    logits = apply(params, jnp.concatenate([x1, x2]), jnp.concatenate([t, t]))
-    lg1, lg2 = logits[:b], logits[b:]
-    if mcfg.stop_gradient_branch == "first":
-        lg1 = jax.lax.stop_gradient(lg1)
-    elif mcfg.stop_gradient_branch == "second":
-        lg2 = jax.lax.stop_gradient(lg2)
-    ce_b, tv_b = mask_agnostic_terms(lg1, lg2, x0, masked, p, mask_id=mask_id,
-                                     tv_half=mcfg.tv_half)
+
+    def positions(logits_2BxCxV, answer_2BxC):
+        lg1, lg2 = logits_2BxCxV[:b], logits_2BxCxV[b:]
+        if mcfg.stop_gradient_branch == "first":
+            lg1 = jax.lax.stop_gradient(lg1)
+        elif mcfg.stop_gradient_branch == "second":
+            lg2 = jax.lax.stop_gradient(lg2)
+        ll, l1 = mask_agnostic_positions(lg1, lg2, answer_2BxC[:b], mask_id)
+        return jnp.concatenate([ll, l1])  # [2B, C]: the batch axis the chunks keep
+
+    both = token_scores(apply, params, jnp.concatenate([x1, x2]), jnp.concatenate([t, t]),
+                        positions, (jnp.concatenate([x0, x0]),),
+                        chunk=cfg.loss.logits_chunk)
+    ce_b, tv_b = mask_agnostic_reduce(both[:b], both[b:], masked, p, mcfg.tv_half)
     has = (a > 0).astype(jnp.float32)
     n = jnp.maximum(jnp.sum(has), 1.0)
     ce, tv = jnp.sum(has * ce_b) / n, jnp.sum(has * tv_b) / n

@@ -36,11 +36,26 @@ def bind(graphdef, abstract_state, params) -> nnx.Module:
 
 
 def make_apply(graphdef, abstract_state) -> Apply:
+    """The pure ``apply``; ``apply.hidden`` is the same network stopped before the head::
+
+        hidden_BxLxD, head = apply.hidden(params, tokens_BxL, t_B, ...)
+        head(hidden_BxCxD) -> logits_BxCxV (float32), for any slice of C positions
+
+    so a loss can project to the vocabulary a chunk of positions at a time
+    (``diffusion.losses.token_scores``)."""
+
     def apply(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
         module = bind(graphdef, abstract_state, params)
         return module(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
                       embeds_BxLxD=embeds_BxLxD)
 
+    def hidden(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
+        module = bind(graphdef, abstract_state, params)
+        h, cond = module.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
+                                      embeds_BxLxD=embeds_BxLxD)
+        return h, lambda h_BxCxD: module.output_logits(h_BxCxD, cond)
+
+    apply.hidden = hidden
     return apply
 
 

@@ -139,16 +139,106 @@ def attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, *, causal, segment_ids_BxL, imple
     if segment_ids_BxL is not None:
         same = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
         mask = same[:, None, :, :]
-    impl = None if implementation in ("", "auto") else implementation
+    impl = resolve_attention(implementation, jax.default_backend(), q_BxLxNxK.dtype)
+    if impl == "splash" and splash_supported(q_BxLxNxK.shape[1], k_BxLxMxK.shape[1]):
+        return splash_attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, causal=causal,
+                                segment_ids_BxL=segment_ids_BxL)
+    if impl == "splash":
+        impl = "xla"  # lengths the kernel's blocks do not tile (e.g. KV-cached windows)
     return jax.nn.dot_product_attention(
         q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, mask=mask, is_causal=causal, implementation=impl
     )
 
 
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash")
+SPLASH_BLOCK = 512  # the splash kernel's tile along the sequence (smaller for short ones)
+TIME_FREQ_DIM = 256  # sinusoidal features of the DiT's time embedding
+
+
+def resolve_attention(implementation: str, platform: str, dtype=None) -> str:
+    """``model.attention_impl`` for a platform: ``auto`` is cuDNN's fused kernel on a GPU
+    (16-bit compute; cuDNN has no float32 kernel), the Pallas splash kernel on a TPU and
+    XLA's attention on CPU; an explicit choice is kept. ``platform`` '' keeps ``auto`` for
+    the platform the model runs on."""
+    if implementation not in ATTENTION_IMPLS:
+        raise ValueError(f"model.attention_impl={implementation!r} is unknown; use one of "
+                         f"{ATTENTION_IMPLS}")
+    if implementation != "auto" or not platform:
+        return implementation
+    if platform == "gpu" and (dtype is None or jnp.dtype(dtype).itemsize == 2):
+        return "cudnn"
+    return "splash" if platform == "tpu" else "xla"
+
+
+def splash_supported(q_len: int, kv_len: int) -> bool:
+    return q_len == kv_len and q_len % 128 == 0
+
+
+def splash_attention(q_BxLxNxK, k_BxLxMxK, v_BxLxMxK, *, causal, segment_ids_BxL,
+                     interpret: bool = False):
+    """Pallas splash (flash) attention from ``jax.experimental.pallas.ops.tpu``: the score
+    matrix is never materialised. Under a mesh the kernel runs per shard (``shard_map``:
+    batch over the data axes, heads over ``tensor``). ``interpret`` runs it on any backend
+    (tests on CPU). GQA repeats the key/value heads."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as splash,
+    )
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_mask as masks,
+    )
+
+    b, length, n, k = q_BxLxNxK.shape
+    m = k_BxLxMxK.shape[2]
+    q = jnp.swapaxes(q_BxLxNxK * (1.0 / math.sqrt(k)), 1, 2).astype(q_BxLxNxK.dtype)
+    kk = jnp.swapaxes(jnp.repeat(k_BxLxMxK, n // m, axis=2), 1, 2)
+    vv = jnp.swapaxes(jnp.repeat(v_BxLxMxK, n // m, axis=2), 1, 2)
+    seg = (jnp.zeros((b, length), jnp.int32) if segment_ids_BxL is None
+           else segment_ids_BxL.astype(jnp.int32))
+    block = min(SPLASH_BLOCK, length)
+    while length % block:
+        block //= 2
+    sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                              block_q_dkv=block, block_kv_dkv=block,
+                              block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+
+    def local(q, kk, vv, seg):
+        heads = q.shape[1]
+        one = masks.CausalMask((length, length)) if causal else masks.FullMask((length, length))
+        kernel = splash.make_splash_mha(masks.MultiHeadMask([one] * heads), head_shards=1,
+                                        q_seq_shards=1, block_sizes=sizes,
+                                        interpret=interpret)
+        return jax.vmap(lambda q1, k1, v1, s1: kernel(
+            q1, k1, v1, segment_ids=splash.SegmentIds(q=s1, kv=s1)))(q, kk, vv, seg)
+
+    out = _per_shard(local, q, kk, vv, seg)
+    return jnp.swapaxes(out, 1, 2)
+
+
+def _per_shard(fn, q_BxNxLxK, k_BxNxLxK, v_BxNxLxK, seg_BxL):
+    """``fn`` under ``shard_map`` over the context mesh (batch over data/fsdp, heads over
+    tensor, as far as they divide), or directly without a mesh."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return fn(q_BxNxLxK, k_BxNxLxK, v_BxNxLxK, seg_BxL)
+    from jax.sharding import PartitionSpec as P
+
+    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes))
+    b, n = q_BxNxLxK.shape[:2]
+    batch = tuple(a for a in ("data", "fsdp") if a in sizes)
+    if b % math.prod(sizes[a] for a in batch):
+        batch = ()
+    heads = "tensor" if "tensor" in sizes and n % sizes["tensor"] == 0 else None
+    bspec = batch or None
+    qkv = P(bspec, heads, None, None)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(qkv, qkv, qkv, P(bspec, None)),
+                         out_specs=qkv, check_vma=False)(q_BxNxLxK, k_BxNxLxK, v_BxNxLxK,
+                                                        seg_BxL)
+
+
 class TimestepEmbedder(nnx.Module):
     """MDLM's ``sigma_map``: sinusoidal features of the noise level, then an MLP."""
 
-    def __init__(self, cond_dim, *, rngs, param_dtype, init_std, freq_dim=256):
+    def __init__(self, cond_dim, *, rngs, param_dtype, init_std, freq_dim=TIME_FREQ_DIM):
         self.freq_dim = freq_dim
         self.mlp_in = Projection((freq_dim,), (cond_dim,), ("cond",), ("cond",),
                                  use_bias=True, rngs=rngs, param_dtype=param_dtype,
@@ -167,4 +257,5 @@ class TimestepEmbedder(nnx.Module):
 
 
 __all__ = ["Projection", "RMSNorm", "LayerNorm", "rope_tables", "apply_rope", "attention",
+           "resolve_attention", "splash_attention",
            "TimestepEmbedder", "constrain", "param"]

@@ -168,6 +168,14 @@ class Transformer(nnx.Module):
                                    zero_init=dit, **kw)
 
     def __call__(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
+        x, cond = self.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
+                                    embeds_BxLxD=embeds_BxLxD)
+        return self.output_logits(x, cond)
+
+    def final_hidden(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
+        """``(hidden_BxLxD, cond)``: the last block's output, aligned with the logits (the
+        Dream shift applied), and the DiT's time features (None otherwise);
+        ``output_logits(hidden, cond)`` gives the logits, of any slice of positions."""
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
         if embeds_BxLxD is None:
@@ -194,10 +202,9 @@ class Transformer(nnx.Module):
         else:
             for i in range(cfg.n_layers):
                 x = layer(x, jax.tree.map(lambda a, i=i: a[i], stacked))
-        logits = self.output_logits(x, cond)
-        if cfg.logit_shift:
-            logits = jnp.concatenate([logits[:, :1], logits[:, :-1]], axis=1)
-        return logits
+        if cfg.logit_shift:  # position i reads the hidden state of i - 1 (0 keeps its own)
+            x = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
+        return x, cond
 
     def output_logits(self, x, cond=None):
         """The final norm (adaLN-modulated for the DiT) and the output head: float32."""

@@ -15,6 +15,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
 _ACTIVE_RULES: list[tuple] = []
+DEFERRED = ("lora_rank",)
 
 
 def rules_dict(rules) -> dict:
@@ -28,20 +29,18 @@ def logical_to_spec(names, rules, mesh_axis_names=None) -> PartitionSpec:
     """PartitionSpec for an array whose dims carry logical ``names``."""
     table = rules_dict(rules)
     used: set[str] = set()
-    spec = []
-    for name in names:
-        axes = table.get(name) if name is not None else None
+    spec = [None] * len(names)
+    order = sorted(range(len(names)), key=lambda i: names[i] in DEFERRED)
+    for i in order:
+        axes = table.get(names[i]) if names[i] is not None else None
         if axes is None:
-            spec.append(None)
             continue
         axes_t = (axes,) if isinstance(axes, str) else tuple(axes)
         keep = tuple(a for a in axes_t if a not in used
                      and (mesh_axis_names is None or a in mesh_axis_names))
         used.update(keep)
-        if not keep:
-            spec.append(None)
-        else:
-            spec.append(keep[0] if len(keep) == 1 else keep)
+        if keep:
+            spec[i] = keep[0] if len(keep) == 1 else keep
     return PartitionSpec(*spec)
 
 

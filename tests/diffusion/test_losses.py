@@ -260,6 +260,59 @@ def test_unknown_loss_term_names_the_registered_ones():
         losses.get("nelb")
 
 
+@pytest.mark.parametrize("family,term,overrides", [
+    ("dit", "nelbo", {"time_conditioning": True}),
+    ("llama", "ar_nll", {"causal": True, "logit_shift": True}),
+    ("llama", "mask_agnostic", {}),
+])
+def test_chunked_output_head_equals_the_plain_loss_and_gradients(family, term, overrides):
+    """loss.logits_chunk projects a few positions at a time from the final hidden states:
+    same loss and gradients as the whole-sequence logits, and no float32 [B, L, V] array
+    in the program (there is one on the plain path)."""
+    from conftest import tiny_model_config
+
+    from mdlm_jax import model
+
+    mcfg = tiny_model_config(family, **overrides)
+    apply, params = model.create(mcfg, jax.random.key(1))
+    b, length = 4, 32
+    tokens = jax.random.randint(jax.random.key(2), (b, length), 0, MASK)
+    batch = {"tokens": tokens, "valid": jnp.ones((b, length), bool)}
+    results, programs = [], []
+    for chunk in (0, 8):
+        c = diffusion_config()
+        c.model = mcfg
+        c.loss.terms = {term: 1.0}
+        c.loss.logits_chunk = chunk
+        c.loss.mask_agnostic.eos_id, c.loss.mask_agnostic.max_masks = 18, 6
+        c.loss.mask_agnostic.pretrain_answer_len = 8
+
+        def loss(p, c=c):
+            return losses.total_loss(apply, p, batch, jax.random.key(3), c)[0]
+
+        programs.append(str(jax.make_jaxpr(jax.value_and_grad(loss))(params)))
+        results.append(jax.jit(jax.value_and_grad(loss))(params))
+    (l0, g0), (l1, g1) = results
+    assert float(l0) > 0
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-5)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(np.asarray(c), np.asarray(a),
+                                                         rtol=2e-4, atol=1e-6), g0, g1)
+    rows = 2 * b if term == "mask_agnostic" else b
+    full = f"f32[{rows},{length},{V}]"
+    assert full in programs[0] and full not in programs[1]
+
+
+def test_logits_chunk_must_divide_the_length():
+    from conftest import tiny_model_config
+
+    from mdlm_jax import model
+
+    apply, params = model.create(tiny_model_config("llama"), jax.random.key(1))
+    c = diffusion_config()
+    c.loss.logits_chunk = 5
+    batch = {"tokens": jnp.zeros((2, 32), jnp.int32)}
+    with pytest.raises(ValueError, match="logits_chunk=5 does not divide"):
+        losses.total_loss(apply, params, batch, jax.random.key(0), c)
 def test_prompt_answer_data_is_normalised_per_sequence_by_its_answer_length():
     """LLaDA's SFT objective: each sequence's NELBO over its own answer length, averaged
     (``loss.normalize='auto'`` for prompt/answer data); other data: per batch token."""
