@@ -46,9 +46,7 @@ def _nelbo_sums(apply, params, tokens, valid, maskable, rng, *, config):
 def _ar_sums(apply, params, tokens, valid, maskable, rng, *, config):
     del rng, maskable
     logits = apply(params, tokens, None, segment_ids_BxL=losses.padding_segments(valid, config))
-    nll = losses.ar_nll_per_token(logits, tokens)
-    scored = valid[:, 1:]
-    return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, axis=-1)
+    return losses.next_token_sums(losses.ar_nll_per_token(logits, tokens), valid)
 
 
 def _pad_rows(x, rows: int):

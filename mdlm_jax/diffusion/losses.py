@@ -108,10 +108,26 @@ def masked_nelbo(logits_BxLxV, x0_BxL, xt_BxL, t_B, schedule, mask_id: int):
     ``w(t) * sum_{i: xt_i = mask} -log p_theta(x0_i | xt)`` with SUBS: only masked
     positions contribute and the mask token gets no probability.
     """
-    nll = nll_per_position(logits_BxLxV, x0_BxL, mask_id)
-    masked = xt_BxL == mask_id
-    per_seq = jnp.sum(jnp.where(masked, nll, 0.0), axis=-1)
+    return nelbo_sums(nll_per_position(logits_BxLxV, x0_BxL, mask_id), xt_BxL, t_B,
+                      schedule, mask_id)
+
+
+def nelbo_sums(nll_BxL, xt_BxL, t_B, schedule, mask_id: int):
+    """The one NELBO reduction (training, ``eval``, likelihoods): per sequence,
+    ``w(t) * sum`` of the per-position NLL over the positions masked in ``xt``."""
+    per_seq = jnp.sum(jnp.where(xt_BxL == mask_id, nll_BxL, 0.0), axis=-1)
     return schedule.weight(t_B) * per_seq
+
+
+def next_token_sums(nll_BxLm1, valid_BxL, segment_ids_BxL=None):
+    """The one AR NLL reduction (training, ``eval``, sample perplexity): ``(nll_sum_B,
+    count_B)`` over the pairs (i, i + 1) whose tokens are both valid and, for packed data
+    (``segment_ids``), belong to one document."""
+    valid = jnp.asarray(valid_BxL, jnp.bool_)
+    scored = valid[:, 1:] & valid[:, :-1]
+    if segment_ids_BxL is not None:
+        scored = scored & (segment_ids_BxL[:, 1:] == segment_ids_BxL[:, :-1])
+    return jnp.sum(jnp.where(scored, nll_BxLm1, 0.0), axis=-1), jnp.sum(scored, axis=-1)
 
 
 def token_scores(apply, params, tokens_BxL, t_B, score, extras, *, segment_ids_BxL=None,
@@ -237,7 +253,7 @@ def nelbo(apply, params, batch, rng, cfg):
         nll = token_scores(apply, params, xt, t,
                            lambda lg, x: nll_per_position(lg, x, dcfg.mask_id), (x0,),
                            segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)
-        per_seq = schedule.weight(t) * jnp.sum(jnp.where(xt == dcfg.mask_id, nll, 0.0), -1)
+        per_seq = nelbo_sums(nll, xt, t, schedule, dcfg.mask_id)
         count = jnp.sum(maskable & valid, axis=-1).astype(jnp.float32)
         loss = _normalize(per_seq, count, normalization(cfg))
         return loss, {
@@ -274,12 +290,8 @@ def ar_nll(apply, params, batch, rng, cfg):
     targets = jnp.concatenate([x0[:, 1:], x0[:, :1]], axis=1)  # the last one is unscored
     nll = token_scores(apply, params, x0, None, nll_per_position, (targets,),
                        segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)[:, :-1]
-    scored = valid[:, 1:]
-    if batch.get("segment_ids") is not None:
-        seg = batch["segment_ids"]
-        scored = scored & (seg[:, 1:] == seg[:, :-1])
-    per_seq = jnp.sum(jnp.where(scored, nll, 0.0), axis=-1)
-    count = jnp.sum(scored, axis=-1).astype(jnp.float32)
+    per_seq, count = next_token_sums(nll, valid, batch.get("segment_ids"))
+    count = count.astype(jnp.float32)
     loss = _normalize(per_seq, count, normalization(cfg))
     return loss, {"nats_per_token": jnp.sum(per_seq) / jnp.maximum(jnp.sum(count), 1),
                   "tokens": jnp.sum(count)}

@@ -13,7 +13,7 @@ from collections import Counter
 import jax.numpy as jnp
 import numpy as np
 
-from mdlm_jax.diffusion.losses import ar_nll_per_token
+from mdlm_jax.diffusion.losses import ar_nll_per_token, next_token_sums
 from mdlm_jax.monitoring import require_finite
 
 
@@ -39,12 +39,8 @@ def ar_nll_sums(apply, params, tokens_BxL, valid_BxL=None):
     """``(nll_sum_B, count_B)``: next-token NLL of a causal model over valid pairs."""
     tokens_BxL = jnp.asarray(tokens_BxL, jnp.int32)
     nll = ar_nll_per_token(apply(params, tokens_BxL, None), tokens_BxL)
-    if valid_BxL is None:
-        scored = jnp.ones(nll.shape, jnp.bool_)
-    else:
-        valid = jnp.asarray(valid_BxL, jnp.bool_)
-        scored = valid[:, 1:] & valid[:, :-1]
-    return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, -1)
+    valid = jnp.ones(tokens_BxL.shape, jnp.bool_) if valid_BxL is None else valid_BxL
+    return next_token_sums(nll, valid)
 
 
 def ar_perplexity(apply, params, tokens_BxL, valid_BxL=None) -> float:
