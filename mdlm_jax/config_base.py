@@ -81,7 +81,7 @@ def base_config() -> mlc.ConfigDict:
     lo.logits_chunk = 0  # positions projected to the vocabulary at a time (0: all at once)
     lo.normalize = "auto"  # tokens | sequence | auto (prompt/answer data: sequence, LLaDA's
     # SFT objective, each sequence by its own answer length; else tokens): losses.normalization
-    ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)
+    ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/mask_agnostic.py)
     ma.alpha = 0.1  # weight of L_CE
     ma.beta = 1.0  # weight of L_TV (>= 0; 0: CE-only)
     ma.p_low = 0.2  # answer mask probability p ~ U(p_low, p_high)
