@@ -7,7 +7,7 @@
         --set model.n_layers=4 --set model.d_model=256 --set model.n_heads=4 \\
         --set model.mlp_dim=1024 --batch 8 --seq_len 256 --torch
 
-The JAX side is the library's own jitted train step (``Setup.jit_train_step``: loss terms of
+The JAX side is the library's own jitted train step (``TrainPlan.jit_train_step``: loss terms of
 the config, gradient accumulation, AdamW, clipping, EMA) on the config's mesh, fed random
 token batches ``[grad_accum_steps, batch, seq_len]``; no dataset or tokenizer is read. Step
 time is the median over ``--steps`` timed steps after ``--warmup`` steps (the first
@@ -132,12 +132,12 @@ def peak_memory() -> tuple[int | None, str]:
 def run_jax(config, *, steps: int, warmup: int, n_devices: int = 0, seed: int = 0) -> dict:
     from mdlm_jax.parallel import mesh as mesh_lib
     from mdlm_jax.parallel import sharding
-    from mdlm_jax.train_state import Setup
+    from mdlm_jax.train_state import TrainPlan
 
     devices = jax.devices()[:n_devices] if n_devices else jax.devices()
     mesh = mesh_lib.make_mesh(config.mesh, devices=devices)
     mesh_lib.check_batch(config.data.global_batch_size, mesh, what="--batch")
-    setup = Setup(config, mesh)
+    setup = TrainPlan(config, mesh)
     key = jax.random.key(seed)
     state = setup.init_state(setup.random_params(key))
     step_fn = setup.jit_train_step()
@@ -162,7 +162,9 @@ def run_jax(config, *, steps: int, warmup: int, n_devices: int = 0, seed: int = 
     accum, b, length = host["tokens"].shape
     tokens_per_step = accum * b * length
     tokens_per_s = tokens_per_step / step_time
-    passes = 2 if config.loss.terms.get("mask_agnostic", 0) else 1
+    from mdlm_jax.diffusion.losses import forward_passes
+
+    passes = forward_passes(config)
     fpt = monitoring.flops_per_token(config.model, setup.n_params, length,
                                      forward_passes=passes,
                                      n_frozen=setup.n_params - setup.n_trainable)

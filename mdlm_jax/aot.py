@@ -128,9 +128,9 @@ def abstract_batch(config, setup, micro_batch: int):
 
 def lower_train_step(config, mesh, micro_batch: int):
     """``(lowered, setup)`` of the train step at a global micro-batch of ``micro_batch``."""
-    from mdlm_jax.train import make_setup
+    from mdlm_jax.train import make_plan
 
-    setup = make_setup(config, mesh)
+    setup = make_plan(config, mesh)
     frozen = (jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                            setup.frozen_shapes, setup.frozen_shardings)
               if setup.frozen_shapes else None)
@@ -197,9 +197,10 @@ def xla_flops_per_step(config, mesh, micro_batch: int) -> float:
 
 
 def analytic_flops_per_step(config, setup) -> float:
-    passes = 2 if config.loss.terms.get("mask_agnostic", 0) else 1
+    from mdlm_jax.diffusion.losses import forward_passes
+
     fpt = monitoring.flops_per_token(config.model, setup.n_params, config.data.seq_len,
-                                     forward_passes=passes,
+                                     forward_passes=forward_passes(config),
                                      n_frozen=setup.n_params - setup.n_trainable)
     return fpt * config.data.global_batch_size * config.optimizer.grad_accum_steps \
         * config.data.seq_len

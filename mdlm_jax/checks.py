@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 
-DIFFUSION_TERMS = ("nelbo", "mask_agnostic")
-
 
 def is_diffusion(config) -> bool:
-    return any(config.loss.terms.get(t, 0) for t in DIFFUSION_TERMS)
+    """Whether a configured loss term masks tokens (``losses.Term.diffusion``)."""
+    from mdlm_jax.diffusion import losses
+
+    return losses.is_diffusion(config)
 
 
 # Ranges of numeric settings, checked when a config loads: (key, lowest, lowest allowed,
@@ -120,8 +121,6 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
             raise ValueError("model.causal=True with a diffusion loss: masked diffusion "
                              "needs a bidirectional model; set model.causal=False or use "
                              "the ar_nll term")
-    if config.loss.terms.get("mask_agnostic", 0):
-        losses.check_mask_agnostic_config(config.loss.mask_agnostic, config.diffusion.mask_id)
     if config.lora.rank != 0:
         from mdlm_jax.model import lora
 
@@ -131,11 +130,9 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
         from mdlm_jax.context import harness
 
         harness.check_eval_at_end(config, tok)
-    ma = config.loss.mask_agnostic
-    if config.loss.terms.get("mask_agnostic", 0) and ma.eos_id != tok.eos_id:
-        raise ValueError(f"loss.mask_agnostic.eos_id={ma.eos_id} differs from the tokenizer's "
-                         f"EOS id {tok.eos_id}; set --config.loss.mask_agnostic.eos_id="
-                         f"{tok.eos_id}")
+    for term, _ in losses.configured_terms(config):
+        if term.check is not None:
+            term.check(config, tok)
 
 
 def _check_finetune(config) -> None:

@@ -81,7 +81,7 @@ def base_config() -> mlc.ConfigDict:
     lo.logits_chunk = 0  # positions projected to the vocabulary at a time (0: all at once)
     lo.normalize = "auto"  # tokens | sequence | auto (prompt/answer data: sequence, LLaDA's
     # SFT objective, each sequence by its own answer length; else tokens): losses.normalization
-    ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/losses.py)
+    ma = lo.mask_agnostic = mlc.ConfigDict()  # PAPER.md section 5 (diffusion/mask_agnostic.py)
     ma.alpha = 0.1  # weight of L_CE
     ma.beta = 1.0  # weight of L_TV (>= 0; 0: CE-only)
     ma.p_low = 0.2  # answer mask probability p ~ U(p_low, p_high)
@@ -131,14 +131,14 @@ def base_config() -> mlc.ConfigDict:
     t.log_every = 20  # > 0 (steps between metric lines)
     t.eval_every = 0  # >= 0; 0 means never during training (evaluated once at the end)
     t.progress_bar = True
-    t.sample_at_end = True
+    t.eval_at_end = True  # the eval command's NELBO / NLL once training reaches num_steps
+    t.sample_at_end = True  # one sample per strategy at the end (diffusion terms)
     t.peak_flops_per_device = 0.0  # for MFU; 0: look up by device kind
     t.check_token_ids = True  # refuse batches with ids outside the vocabulary
 
     # ---------------------------------------------------------------- mesh
     me = c.mesh = mlc.ConfigDict()
     me.shape = (-1, 1, 1)  # (data, fsdp, tensor); one -1 takes the remaining devices
-    me.axes = ("data", "fsdp", "tensor")
     me.rules = DEFAULT_RULES
 
     # ---------------------------------------------------------- checkpoint

@@ -46,9 +46,7 @@ def _nelbo_sums(apply, params, tokens, valid, maskable, rng, *, config):
 def _ar_sums(apply, params, tokens, valid, maskable, rng, *, config):
     del rng, maskable
     logits = apply(params, tokens, None, segment_ids_BxL=losses.padding_segments(valid, config))
-    nll = losses.ar_nll_per_token(logits, tokens)
-    scored = valid[:, 1:]
-    return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, axis=-1)
+    return losses.next_token_sums(losses.ar_nll_per_token(logits, tokens), valid)
 
 
 def _pad_rows(x, rows: int):
@@ -106,7 +104,7 @@ def format_result(result: dict, config) -> str:
 
 def run(config, workdir: str) -> dict:
     """The ``eval`` command: the latest checkpoint of ``workdir`` (EMA when present)."""
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
     from mdlm_jax.checkpoint import integrity
 
     # A config that does not describe the stored model is named before its own checks.
@@ -114,8 +112,8 @@ def run(config, workdir: str) -> dict:
     validate_config(config)
     mesh_lib.maybe_initialize_distributed()
     mesh = mesh_lib.make_mesh(config.mesh)
-    apply, params, step = ckpt.restore_params(workdir, config, mesh=mesh,
-                                              use_ema=config.eval.use_ema)
+    apply, params, step = model_loading.load_model(workdir, config, mesh=mesh,
+                                                   use_ema=config.eval.use_ema)
     result = evaluate(apply, params, config, mesh)
     result["step"] = step
     print(format_result(result, config))

@@ -92,7 +92,8 @@ def _prompt_ids(config, tokenizer):
 
 def run(config, workdir: str) -> list[dict]:
     """Restore EMA params from ``workdir``, sample, write and print; returns the rows."""
-    from mdlm_jax.checkpoint import integrity, restore_params
+    from mdlm_jax import model_loading
+    from mdlm_jax.checkpoint import integrity
     from mdlm_jax.checks import validate_config
     from mdlm_jax.data.tokenizers import get_tokenizer
     from mdlm_jax.parallel import mesh as mesh_lib
@@ -102,7 +103,7 @@ def run(config, workdir: str) -> list[dict]:
     integrity.check_layout(workdir, config, integrity.PARAM_LAYOUT_KEYS, "sampling")
     validate_config(config, sampling=True)
     mesh = mesh_lib.make_mesh(config.mesh)
-    apply, params, step = restore_params(workdir, config, mesh=mesh, use_ema=True)
+    apply, params, step = model_loading.load_model(workdir, config, mesh=mesh, use_ema=True)
     tokenizer = get_tokenizer(config.data)
     if config.sampler.suppress_eos_confidence and config.sampler.eos_id < 0:
         config = _with_eos(config, tokenizer.eos_id)
@@ -112,7 +113,7 @@ def run(config, workdir: str) -> list[dict]:
     rows = records(out, s, gen_start, tokenizer, prompt=config.sampler.prompt,
                    prompt_ids=prompt_ids, step=int(step))
     if config.sampler.eval_model_workdir:
-        ar_apply, ar_params, _ = sample_metrics.load_eval_model(
+        ar_apply, ar_params, _ = model_loading.load_ar_scorer(
             config.sampler.eval_model_workdir)
         q = sample_metrics.quality_metrics([r["token_ids"] for r in rows],
                                            eval_model=(ar_apply, ar_params))

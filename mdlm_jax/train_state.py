@@ -58,8 +58,9 @@ def make_optimizer(opt_cfg, num_steps: int):
 
 
 # ----------------------------------------------------------------------- shardings
-class Setup:
-    """Everything static a run needs: apply, optimizer, shardings, the trainable split."""
+class TrainPlan:
+    """What a run trains and how it is laid out: apply, the optimizer and its schedule,
+    the shardings of params / state / batch, and the split into trainable and frozen."""
 
     def __init__(self, config, mesh, *, transform=None, trainable_mask_fn=None):
         self.config = config

@@ -9,7 +9,7 @@ import pytest
 
 from mdlm_jax import aot, monitoring
 from mdlm_jax.parallel import mesh as mesh_lib
-from mdlm_jax.train import make_setup
+from mdlm_jax.train import make_plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
@@ -57,7 +57,7 @@ def test_dit_flops_per_token_matches_xla(tiny_config):
                                  model__vocab_size=64, model__n_layers=2,
                                  data__seq_len=64, data__global_batch_size=8))
     mesh = mesh_lib.make_mesh(config.mesh, devices=__import__("jax").devices()[:1])
-    setup = make_setup(config, mesh)
+    setup = make_plan(config, mesh)
     xla = aot.xla_flops_per_step(config, mesh, 8)
     analytic = aot.analytic_flops_per_step(config, setup)
     assert abs(xla / analytic - 1) < 0.03, (xla, analytic)

@@ -38,12 +38,8 @@ def tiny(**overrides):
 def trained(tmp_path_factory):
     from conftest import run_captured
 
-    from mdlm_jax import train
-
     work = tmp_path_factory.mktemp("bad_inputs") / "trained"
-    with pytest.MonkeyPatch.context() as mp:  # the end-of-training eval is not needed here
-        mp.setattr(train, "_after_training", lambda *args, **kwargs: {})
-        run_captured(tiny(), work)
+    run_captured(tiny(train__eval_at_end=False), work)  # the final eval is not needed here
     return work
 
 
@@ -256,7 +252,7 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
 
     import orbax.checkpoint as ocp
 
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
@@ -278,41 +274,39 @@ def test_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
     monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", wait)
-    monkeypatch.setattr("mdlm_jax.train._after_training", lambda *args, **kwargs: {})
-    msg = one_line_error(_train(tiny(train__num_steps=N_STEPS + 2), work), capsys)
+    msg = one_line_error(_train(tiny(train__num_steps=N_STEPS + 2, train__eval_at_end=False),
+                                work), capsys)
     assert re.search(rf"no space left .* while saving step {N_STEPS + 2}; the newest "
                      rf"complete checkpoint, step {N_STEPS}, is intact", msg), msg
     monkeypatch.undo()
-    _, params, step = ckpt.restore_params(str(work), tiny())
+    _, params, step = model_loading.load_model(str(work), tiny())
     assert step == N_STEPS and params["embed"].shape == (258, 32)
     assert not (work / "train.lock").exists()
 
 
-def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path, monkeypatch):
+def test_stale_lock_of_a_killed_run_is_taken_over(trained, tmp_path):
     from conftest import run_captured
 
-    from mdlm_jax import train
-
-    monkeypatch.setattr(train, "_after_training", lambda *args, **kwargs: {})
     work = tmp_path / "w"
     shutil.copytree(trained, work)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with open(work / "train.lock", "w") as f:
         json.dump({"host": os.uname().nodename, "pid": dead.pid, "started": "x"}, f)
-    summary, console = run_captured(tiny(train__num_steps=N_STEPS + 1), work)
+    summary, console = run_captured(tiny(train__num_steps=N_STEPS + 1,
+                                         train__eval_at_end=False), work)
     assert summary["start_step"] == N_STEPS and summary["end_step"] == N_STEPS + 1
     assert not (work / "train.lock").exists()  # released at the end
 
 
 def test_eval_skips_a_damaged_newest_checkpoint_with_a_warning(trained, tmp_path, capsys):
-    from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
     truncate_arrays(work / "checkpoints" / str(N_STEPS))
     before = tree_hash(work / "checkpoints")
-    _, _, step = ckpt.restore_params(str(work), tiny())
+    _, _, step = model_loading.load_model(str(work), tiny())
     assert step == 2
     err = capsys.readouterr().err
     assert re.search(rf"warning: damaged checkpoint .*step {N_STEPS} \(unreadable.*it was "
@@ -324,18 +318,17 @@ def test_non_finite_eval_is_refused_and_writes_nothing(trained, tmp_path, monkey
     import jax
     import numpy as np
 
-    from mdlm_jax import checkpoint as ckpt
-    from mdlm_jax import evaluate
+    from mdlm_jax import evaluate, model_loading
 
     work = tmp_path / "w"
     shutil.copytree(trained, work)
-    real = ckpt.restore_params
+    real = model_loading.load_model
 
     def nan_params(*args, **kwargs):
         apply, params, step = real(*args, **kwargs)
         return apply, jax.tree.map(lambda x: x * np.nan, params), step
 
-    monkeypatch.setattr(ckpt, "restore_params", nan_params)
+    monkeypatch.setattr(model_loading, "load_model", nan_params)
     before = tree_hash(work)
     with pytest.raises(FloatingPointError, match="the evaluation is not finite .*nothing "
                        "was written"):

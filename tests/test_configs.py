@@ -12,8 +12,7 @@ import ml_collections as mlc
 import pytest
 from conftest import CONFIGS, load_config
 
-from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import model
+from mdlm_jax import model, model_loading
 from mdlm_jax.config_base import base_config
 from mdlm_jax.model.transformer import validate_model_config
 
@@ -60,7 +59,7 @@ def test_config_loads_and_its_model_builds_abstractly(name, arg):
         cfg.model.d_modle = 1
     validate_model_config(cfg.model)
     assert cfg.data.seq_len <= cfg.model.max_length
-    _, shapes, axes = model.abstract(cfg.model, transform=ckpt.lora_transform(cfg))
+    _, shapes, axes = model.abstract(cfg.model, transform=model_loading.lora_transform(cfg))
     n = model.count_params(shapes)
     assert n > 0
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(shapes))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import monitoring
+from mdlm_jax import model_loading, monitoring
 
 N = 3  # fine-tune steps before the interruption; the uninterrupted run does 2N
 
@@ -80,8 +80,8 @@ def test_finetune_checkpoints_hold_only_adapters_and_base_is_unchanged(runs):
     names = {jax.tree_util.keystr(path) for path, _ in leaves}
     assert names and all("lora_" in n for n in names), sorted(names)[:5]
     cfg = finetune_config(root / "base", 2 * N)
-    _, merged, _ = ckpt.restore_params(str(root / "full"), cfg, use_ema=False)
-    _, base, _ = ckpt.restore_params(str(root / "base"), None, use_ema=True)
+    _, merged, _ = model_loading.load_model(str(root / "full"), cfg, use_ema=False)
+    _, base, _ = model_loading.load_model(str(root / "base"), None, use_ema=True)
     # untouched projections (not LoRA targets) are bit-identical to the base model
     np.testing.assert_array_equal(np.asarray(merged["blocks"]["attn"]["k"]["kernel"]),
                                   np.asarray(base["blocks"]["attn"]["k"]["kernel"]))

@@ -19,14 +19,15 @@ N = 4
 TIMEOUT_S = 240
 
 
-def config(num_steps):
+def config(num_steps, **overrides):
     from conftest import make_tiny_config
 
     return make_tiny_config(train__num_steps=num_steps, checkpoint__every_steps=N,
-                            optimizer__decay="constant", optimizer__warmup_steps=2)
+                            optimizer__decay="constant", optimizer__warmup_steps=2,
+                            **overrides)
 
 
-def launch(cfg, workdir, tmp, tag, *, skip_final_eval=False):
+def launch(cfg, workdir, tmp, tag):
     """Start both processes, wait, return ``(results, failures)``."""
     from conftest import run_two_processes
 
@@ -36,8 +37,7 @@ def launch(cfg, workdir, tmp, tag, *, skip_final_eval=False):
     failures = run_two_processes(
         lambda i: [sys.executable, os.path.join(HERE, "multihost_worker.py"), str(cfg_dir),
                    str(workdir), str(outs[i])],
-        timeout_s=TIMEOUT_S,
-        extra_env={"MDLM_TEST_SKIP_FINAL_EVAL": "1" if skip_final_eval else "0"})
+        timeout_s=TIMEOUT_S)
     results = []
     for out in outs:
         if out.exists():
@@ -53,7 +53,8 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
     ref = {r["step"]: r["loss"] for r in monitoring.read_metrics(str(ref_dir), "train")}
 
     work = tmp_path / "multi"
-    first, failed = launch(config(N), work, tmp_path, "first", skip_final_eval=True)
+    # the end-of-training evaluation is exercised by the second half
+    first, failed = launch(config(N, train__eval_at_end=False), work, tmp_path, "first")
     if failed:
         pytest.fail("\n\n".join(failed))
     for i, r in enumerate(first):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import monitoring, train
+from mdlm_jax import model_loading, monitoring, train
 from mdlm_jax.checks import check_batch_tokens
 
 N = 30  # steps before the interruption; the uninterrupted run does 2N
@@ -63,8 +63,8 @@ def test_resumed_run_equals_uninterrupted_run(runs):
         assert resumed[step] == pytest.approx(full[step], rel=1e-6, abs=1e-6), step
     cfg = resume_config(2 * N)
     for use_ema in (False, True):
-        _, a, sa = ckpt.restore_params(str(runs["root"] / "full"), cfg, use_ema=use_ema)
-        _, b, sb = ckpt.restore_params(str(runs["root"] / "resumed"), cfg, use_ema=use_ema)
+        _, a, sa = model_loading.load_model(str(runs["root"] / "full"), cfg, use_ema=use_ema)
+        _, b, sb = model_loading.load_model(str(runs["root"] / "resumed"), cfg, use_ema=use_ema)
         assert sa == sb == 2 * N
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6, atol=1e-6)
@@ -90,7 +90,7 @@ def test_resume_with_a_different_model_shape_is_refused(runs, tmp_path):
         train.run(cfg, str(work))
     assert "nothing was changed" in str(err.value)
     assert snapshot(work) == before, "the refused resume touched the workdir"
-    _, params, step = ckpt.restore_params(str(work), resume_config(2 * N))
+    _, params, step = model_loading.load_model(str(work), resume_config(2 * N))
     assert step == 2 * N and params["embed"].shape == (258, 32)
 
 

@@ -37,6 +37,7 @@ def load(path: str, *, mesh=None, dtype: str = "", use_ema: bool = True) -> Load
     causal model (Llama, Qwen2) is loaded as an AR model (loss term ``ar_nll``).
     """
     from mdlm_jax import checkpoint as ckpt
+    from mdlm_jax import model_loading
     from mdlm_jax.data.tokenizers import get_tokenizer
 
     if not path:
@@ -48,7 +49,8 @@ def load(path: str, *, mesh=None, dtype: str = "", use_ema: bool = True) -> Load
                                 "or a HF model directory")
     if os.path.isdir(ckpt.checkpoint_dir(path)):
         config = ckpt.read_config(path)
-        apply, params, step = ckpt.restore_params(path, config, mesh=mesh, use_ema=use_ema)
+        apply, params, step = model_loading.load_model(path, config, mesh=mesh,
+                                                       use_ema=use_ema)
         return Loaded(apply, params, config, get_tokenizer(config.data), "workdir", int(step))
     if glob.glob(os.path.join(path, "*.safetensors")):
         from mdlm_jax import model as model_lib

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import jax
 import ml_collections as mlc
@@ -120,21 +121,25 @@ def _update(cfg, stored: dict):
                 if isinstance(v, list) else v
 
 
-def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True, step=None):
-    """``(apply, params, step)`` from the latest (or given) checkpoint of ``workdir``.
+class RestoredParams(NamedTuple):
+    params: dict  # the target's tree, or its subtree stored in a train state
+    step: int
+    item: str  # "params" (a params-only checkpoint) or "state" (a train state)
 
-    EMA parameters are used when present and ``use_ema``; LoRA adapters are merged. A
-    ``config`` whose layout keys differ from the workdir's ``config.json`` is refused, naming
-    them. Without ``step``, damaged newer steps are skipped with a warning (and kept).
+
+def restore_params_tree(workdir: str, target, *, use_ema: bool = True,
+                        step=None) -> RestoredParams:
+    """The parameters stored at the latest (or given) step of ``workdir``, read into
+    ``target`` (a tree of ``ShapeDtypeStruct``, with shardings or not: then host arrays).
+
+    From a train state: the EMA when stored and ``use_ema``, else the raw parameters, at
+    the paths the state holds (a LoRA run stores its adapters only). Without ``step``,
+    damaged newer steps are skipped with a warning (and kept).
     """
     from mdlm_jax.checkpoint import integrity
 
-    if config is None:
-        config = read_config(workdir)
-    else:
-        integrity.check_layout(workdir, config, integrity.PARAM_LAYOUT_KEYS, "restoring")
     if step is not None:
-        return _restore_params_at(workdir, config, mesh, use_ema, step)
+        return _restore_params_at(workdir, target, use_ema, step)
     failed = []
     while True:
         step, damaged = integrity.newest_intact_step(workdir, skip=failed)
@@ -148,7 +153,7 @@ def restore_params(workdir: str, config=None, *, mesh=None, use_ema: bool = True
             print(f"warning: {integrity.damage_note(workdir, damaged, step)}; using it",
                   file=sys.stderr)
         try:
-            return _restore_params_at(workdir, config, mesh, use_ema, step)
+            return _restore_params_at(workdir, target, use_ema, step)
         except UnreadableCheckpoint as e:
             failed.append((step, str(e)))
 
@@ -166,47 +171,21 @@ def read_step(mngr, step, args):
         raise UnreadableCheckpoint(f"unreadable: {type(e).__name__}: {first}") from e
 
 
-def _restore_params_at(workdir, config, mesh, use_ema, step):
-    from mdlm_jax import model as model_lib
-    from mdlm_jax.parallel import sharding
-
-    transform = lora_transform(config)
-    apply, shapes, axes = model_lib.abstract(config.model, transform=transform)
-    if mesh is not None:
-        shard = sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)
-        target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                                                 sharding=sh), shapes, shard)
-    else:
-        target = shapes
+def _restore_params_at(workdir, target, use_ema, step) -> RestoredParams:
     items = items_at(workdir, step)
     with make_manager(workdir, read_only=True) as mngr:
         if "params" in items and "state" not in items:
             out = read_step(mngr, step, ocp.args.Composite(
                 params=ocp.args.StandardRestore(target)))
-            params = out["params"]
-        else:
-            stored = stored_shapes(workdir, step, "state")
-            if not isinstance(stored, dict) or "params" not in stored:
-                raise UnreadableCheckpoint("unreadable: the state's metadata holds no params")
-            which = "ema" if use_ema and stored.get("ema") else "params"
-            item = {which: _select(target, stored[which])}
-            out = read_step(mngr, step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                item=item, restore_args=_restore_args(item), partial_restore=True)))
-            state = out["state"]
-            base = None
-            if transform is not None:  # LoRA runs store the adapters; the base is reloaded
-                base = base_params(config, mesh)
-                if base is None:
-                    raise ValueError(f"{workdir} is a LoRA run whose base weights come from "
-                                     "model.init_from or checkpoint.restore_from, and its "
-                                     "config names neither")
-            params = _params_from_state(state, base)
-    if transform is not None:
-        from mdlm_jax.model import lora
-
-        params = lora.merge(params, config.lora)
-        apply, _, _ = model_lib.abstract(config.model)
-    return apply, params, step
+            return RestoredParams(out["params"], step, "params")
+        stored = stored_shapes(workdir, step, "state")
+        if not isinstance(stored, dict) or "params" not in stored:
+            raise UnreadableCheckpoint("unreadable: the state's metadata holds no params")
+        which = "ema" if use_ema and stored.get("ema") else "params"
+        item = {which: _select(target, stored[which])}
+        out = read_step(mngr, step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=item, restore_args=_restore_args(item), partial_restore=True)))
+        return RestoredParams(out["state"][which], step, "state")
 
 
 def _select(target, stored):
@@ -225,32 +204,3 @@ def _restore_args(tree):
         return ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype)
 
     return jax.tree.map(one, tree)
-
-
-def base_params(config, mesh):
-    """The parameters a run starts from, before any adapter: ``model.init_from`` (a HF
-    directory) or ``checkpoint.restore_from`` (a workdir); None for a random start."""
-    if config.model.init_from:
-        from mdlm_jax.checkpoint import hf
-
-        return hf.init_params_from(config, mesh)
-    if config.checkpoint.restore_from:
-        return restore_params(config.checkpoint.restore_from, None, mesh=mesh,
-                              use_ema=True)[1]
-    return None
-
-
-def _params_from_state(state, base=None):
-    """The restored parameters (EMA or raw, whichever was restored), over ``base``."""
-    from mdlm_jax.param_trees import override
-
-    trainable = state["ema"] if "ema" in state else state["params"]
-    return trainable if base is None else override(base, trainable)
-
-
-def lora_transform(config):
-    if config.lora.rank == 0:
-        return None
-    from mdlm_jax.model import lora
-
-    return lora.transform(config.lora)

@@ -70,12 +70,13 @@ def load_model(config, mesh=None) -> Model:
         raise ValueError(f"context.model_path={path!r} is not a directory; name a workdir of "
                          "this project or a HuggingFace model directory")
     if is_workdir(path):
-        from mdlm_jax.checkpoint import read_config, restore_params
+        from mdlm_jax.checkpoint import read_config
+        from mdlm_jax.model_loading import load_model
 
         cfg = read_config(path)
-        _, params, _ = restore_params(path, cfg, mesh=mesh, use_ema=True)
+        _, params, _ = load_model(path, cfg, mesh=mesh, use_ema=True)
         with cfg.unlocked():
-            cfg.lora.rank = 0  # adapters are merged by restore_params
+            cfg.lora.rank = 0  # adapters are merged by load_model
     elif is_hf_dir(path):
         from mdlm_jax.checkpoint import hf
 

@@ -1,6 +1,6 @@
 """How much appended masks move the model's answer: the mask-invariance report.
 
-For prompt/answer batches (layout in ``diffusion.losses``) the answer is noised once per
+For prompt/answer batches (layout in ``diffusion.mask_agnostic``) the answer is noised once per
 example with the fixed probability p = (p_low + p_high) / 2 (at least one masked token;
 time-conditioned models are told the schedule's time for the realised mask rate) and
 fixed RNG, then fed as ``prompt + noised answer + [MASK] * k + EOS`` for each probe
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdlm_jax.diffusion import losses, schedules
+from mdlm_jax.diffusion import mask_agnostic, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
 from mdlm_jax.monitoring import require_finite
 
@@ -36,15 +36,15 @@ def _probe_fn(apply, counts, mcfg, mask_id: int, schedule):
         x0 = batch["tokens"]
         b, length = x0.shape
         k_cut, k_m = jax.random.split(rng)
-        q, a = losses.prompt_answer_lengths(batch, k_cut, mcfg)
+        q, a = mask_agnostic.prompt_answer_lengths(batch, k_cut, mcfg)
         p_b = jnp.full((b,), p, jnp.float32)
-        masked = losses.noise_answer(k_m, q, a, p_b, length)
-        t_b = schedule.time_at(losses.realised_rate(masked, a, p_b))
+        masked = mask_agnostic.noise_answer(k_m, q, a, p_b, length)
+        t_b = schedule.time_at(mask_agnostic.realised_rate(masked, a, p_b))
         room = length - q - a
 
         def log_probs(k):
             n_masks = jnp.full((b,), k, jnp.int32)
-            x = losses.with_extra_masks(x0, q, a, masked, n_masks, mask_id, eos_id)
+            x = mask_agnostic.with_extra_masks(x0, q, a, masked, n_masks, mask_id, eos_id)
             return clean_log_probs(apply(params, x, t_b), mask_id)
 
         logp_ref = log_probs(0)
@@ -75,7 +75,7 @@ def invariance_report(apply, params, batches, config, probe_mask_counts=(0, 8, 3
     if not counts or counts[0] < 0:
         raise ValueError(f"probe_mask_counts={probe_mask_counts} must be counts >= 0")
     mcfg = config.loss.mask_agnostic
-    losses.check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
+    mask_agnostic.check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
     p = 0.5 * (mcfg.p_low + mcfg.p_high)
     probe = _probe_fn(apply, counts, mcfg, config.diffusion.mask_id,
                       schedules.from_config(config.diffusion))

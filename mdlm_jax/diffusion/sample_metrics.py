@@ -1,20 +1,19 @@
 """Generative quality of samples: unigram entropy and perplexity under an AR model.
 
 The metric maths are pure functions of token ids (and of an ``apply``/params pair for
-the perplexity); :func:`load_eval_model` restores the causal scorer named by
-``sampler.eval_model_workdir`` (a run trained with the ``ar_nll`` loss).
+the perplexity); they never read checkpoints: ``model_loading.load_ar_scorer`` loads the
+causal scorer named by ``sampler.eval_model_workdir`` (a run trained with ``ar_nll``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 
 import jax.numpy as jnp
 import numpy as np
 
-from mdlm_jax.diffusion.losses import ar_nll_per_token
+from mdlm_jax.diffusion.losses import ar_nll_per_token, next_token_sums
 from mdlm_jax.monitoring import require_finite
 
 
@@ -40,12 +39,8 @@ def ar_nll_sums(apply, params, tokens_BxL, valid_BxL=None):
     """``(nll_sum_B, count_B)``: next-token NLL of a causal model over valid pairs."""
     tokens_BxL = jnp.asarray(tokens_BxL, jnp.int32)
     nll = ar_nll_per_token(apply(params, tokens_BxL, None), tokens_BxL)
-    if valid_BxL is None:
-        scored = jnp.ones(nll.shape, jnp.bool_)
-    else:
-        valid = jnp.asarray(valid_BxL, jnp.bool_)
-        scored = valid[:, 1:] & valid[:, :-1]
-    return jnp.sum(jnp.where(scored, nll, 0.0), -1), jnp.sum(scored, -1)
+    valid = jnp.ones(tokens_BxL.shape, jnp.bool_) if valid_BxL is None else valid_BxL
+    return next_token_sums(nll, valid)
 
 
 def ar_perplexity(apply, params, tokens_BxL, valid_BxL=None) -> float:
@@ -55,21 +50,6 @@ def ar_perplexity(apply, params, tokens_BxL, valid_BxL=None) -> float:
     if total == 0:
         raise ValueError("no token pair to score: samples need at least two tokens")
     return float(math.exp(float(jnp.sum(nll)) / total))
-
-
-def load_eval_model(workdir: str, mesh=None):
-    """``(apply, params, config)`` of the causal scorer trained in ``workdir``."""
-    from mdlm_jax.checkpoint import read_config, restore_params
-
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-        raise ValueError(f"sampler.eval_model_workdir={workdir!r} has no config.json; point "
-                         "it at the workdir of a run trained with loss.terms={'ar_nll': 1}")
-    config = read_config(workdir)
-    if "ar_nll" not in config.loss.terms or not config.model.causal:
-        raise ValueError(f"sampler.eval_model_workdir={workdir!r} is not a causal ar_nll "
-                         "run (model.causal and loss.terms['ar_nll'] needed)")
-    apply, params, _ = restore_params(workdir, config, mesh=mesh, use_ema=True)
-    return apply, params, config
 
 
 def quality_metrics(samples, *, eval_model=None, batch_size: int = 8) -> dict:
@@ -94,6 +74,6 @@ def quality_metrics(samples, *, eval_model=None, batch_size: int = 8) -> dict:
                           "and that it shares the samples' tokenizer")
 
 
-__all__ = ["ar_nll_sums", "ar_perplexity", "load_eval_model", "mean_unigram_entropy",
+__all__ = ["ar_nll_sums", "ar_perplexity", "mean_unigram_entropy",
            "quality_metrics", "unigram_entropy"]
 

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+MESH_AXES = ("data", "fsdp", "tensor")  # the names config.mesh.rules map logical axes to
 DATA_AXES = ("data", "fsdp")
 
 
@@ -31,12 +32,14 @@ def resolve_shape(shape, n_devices: int) -> tuple[int, ...]:
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-    """A mesh with Auto axis types over ``devices`` (default: all devices)."""
+    """A mesh with Auto axis types over ``devices`` (default: all devices); its axes are
+    always :data:`MESH_AXES`, sized by ``mesh.shape``."""
     devices = jax.devices() if devices is None else devices
-    axes = tuple(mesh_cfg.axes)
-    if len(axes) != len(mesh_cfg.shape):
-        raise ValueError(f"mesh.axes={axes} and mesh.shape={tuple(mesh_cfg.shape)} differ "
-                         "in length")
+    axes = MESH_AXES
+    if len(mesh_cfg.shape) != len(axes):
+        raise ValueError(f"mesh.shape={tuple(mesh_cfg.shape)} must have {len(axes)} entries, "
+                         f"the sizes of the mesh axes {axes}; e.g. --config.mesh.shape="
+                         "'(-1,1,1)'")
     shape = resolve_shape(mesh_cfg.shape, len(devices))
     if devices is jax.devices() or len(devices) == jax.device_count():
         return jax.make_mesh(shape, axes, axis_types=(AxisType.Auto,) * len(axes),

@@ -291,13 +291,13 @@ def test_quickstart_from_ar_config(dirs):
 
 def test_convert_writes_a_workdir(dirs, loaded, tmp_path):
     from mdlm_jax import checkpoint as ckpt
-    from mdlm_jax import convert
+    from mdlm_jax import convert, model_loading
 
     workdir = str(tmp_path / "work")
     convert.run(dirs["mdlm"], workdir)
     stored = ckpt.read_config(workdir)
     assert stored.model.family == "dit" and stored.diffusion.mask_id == fx.V - 1
-    _, params, step = ckpt.restore_params(workdir, use_ema=False)
+    _, params, step = model_loading.load_model(workdir, use_ema=False)
     assert step == 0
     np.testing.assert_array_equal(np.asarray(params["head"]["kernel"]),
                                   np.asarray(loaded["mdlm"][1]["head"]["kernel"]))

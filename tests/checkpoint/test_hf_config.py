@@ -21,6 +21,7 @@ import test_hf_fixtures as fx
 from conftest import REPO, load_config, run_captured
 
 from mdlm_jax import checkpoint as ckpt
+from mdlm_jax import model_loading
 from mdlm_jax.checkpoint import hf
 from mdlm_jax.checkpoint.hf_config import configure_from_directory
 from mdlm_jax.config_base import base_config
@@ -195,7 +196,7 @@ def test_convert_each_published_directory(published, tmp_path, fam):
     if fam != "mdlm":
         assert stored.data.tokenizer == "hf" and stored.loss.mask_agnostic.eos_id == \
             hf.tokenizer(published[fam]).eos_id
-    _, params, step = ckpt.restore_params(workdir, use_ema=False)
+    _, params, step = model_loading.load_model(workdir, use_ema=False)
     assert step == 0 and params["embed"].shape == (info.file_vocab, fx.D)
 
 

@@ -255,6 +255,17 @@ def test_total_loss_weights_and_prefixes_terms():
     assert {"loss", "nelbo/loss", "nelbo/nats_per_token"} <= set(m2)
 
 
+def test_next_token_sums_score_pairs_inside_one_valid_document():
+    nll = jnp.arange(1.0, 6.0)[None]  # the pairs (0, 1) ... (4, 5) of a length-6 row
+    valid = jnp.array([[True] * 5 + [False]])
+    seg = jnp.array([[1, 1, 1, 2, 2, 2]])
+    total, count = losses.next_token_sums(nll, valid, seg)
+    # (2, 3) crosses documents, (4, 5) ends on padding: 1 + 2 + 4 over 3 pairs
+    assert float(total[0]) == 7.0 and int(count[0]) == 3
+    total, count = losses.next_token_sums(nll, valid)
+    assert float(total[0]) == 10.0 and int(count[0]) == 4
+
+
 def test_unknown_loss_term_names_the_registered_ones():
     with pytest.raises(ValueError, match="nelbo"):
         losses.get("nelb")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mdlm_jax import config_base, model
-from mdlm_jax.diffusion import losses
+from mdlm_jax.diffusion import losses, mask_agnostic
 
 MASK, EOS, V = 39, 38, 40
 
@@ -40,16 +40,16 @@ def test_tv_zero_when_branches_agree_and_l1_otherwise():
     answer = np.array([[1, 2, 3, 4, 5], [0, 1, 2, 3, 4]], np.int32) % 7
     masked = np.array([[1, 0, 1, 1, 0], [0, 1, 0, 0, 0]], bool)
     p = np.array([0.3, 0.6], np.float32)
-    _, tv = losses.mask_agnostic_terms(l1, same, answer, masked, p)
+    _, tv = mask_agnostic.mask_agnostic_terms(l1, same, answer, masked, p)
     np.testing.assert_allclose(tv, 0.0, atol=1e-6)
     other = hand_logits(1)
-    _, tv = losses.mask_agnostic_terms(l1, other, answer, masked, p)
+    _, tv = mask_agnostic.mask_agnostic_terms(l1, other, answer, masked, p)
     dist = np.abs(softmax_np(l1) - softmax_np(other)).sum(-1)
     n_m = masked.sum(-1)
     want = p / n_m * (dist * masked).sum(-1)
     assert np.all(np.asarray(tv) > 0)
     np.testing.assert_allclose(tv, want, rtol=1e-5)
-    _, tv_half = losses.mask_agnostic_terms(l1, other, answer, masked, p, tv_half=True)
+    _, tv_half = mask_agnostic.mask_agnostic_terms(l1, other, answer, masked, p, tv_half=True)
     np.testing.assert_allclose(tv_half, 0.5 * want, rtol=1e-5)
 
 
@@ -58,7 +58,7 @@ def test_ce_matches_formula_with_half_over_p_nm():
     answer = np.array([[6, 0, 3, 1, 2], [5, 5, 4, 0, 1]], np.int32)
     masked = np.array([[1, 1, 0, 1, 0], [1, 0, 0, 0, 1]], bool)
     p = np.array([0.25, 0.75], np.float32)
-    ce, _ = losses.mask_agnostic_terms(l1, l2, answer, masked, p)
+    ce, _ = mask_agnostic.mask_agnostic_terms(l1, l2, answer, masked, p)
     want = []
     for b in range(2):
         s = 0.0
@@ -74,11 +74,11 @@ def test_subs_suppresses_the_mask_logit():
     answer = np.zeros((2, 5), np.int32)
     masked = np.ones((2, 5), bool)
     p = np.full((2,), 0.5, np.float32)
-    ce_plain, _ = losses.mask_agnostic_terms(l1, l2, answer, masked, p)
+    ce_plain, _ = mask_agnostic.mask_agnostic_terms(l1, l2, answer, masked, p)
     big = l1.copy()
     big[..., 6] = 50.0  # all mass on the mask id 6 without SUBS
-    ce_big, _ = losses.mask_agnostic_terms(big, l2, answer, masked, p, mask_id=6)
-    ce_ref, _ = losses.mask_agnostic_terms(l1, l2, answer, masked, p, mask_id=6)
+    ce_big, _ = mask_agnostic.mask_agnostic_terms(big, l2, answer, masked, p, mask_id=6)
+    ce_ref, _ = mask_agnostic.mask_agnostic_terms(l1, l2, answer, masked, p, mask_id=6)
     np.testing.assert_allclose(ce_big, ce_ref, rtol=1e-5)
     assert not np.allclose(ce_plain, ce_ref)
 
@@ -89,29 +89,29 @@ def test_padding_never_enters_either_term():
     masked = np.zeros((2, 8), bool)
     masked[:, 2:5] = True  # positions 5.. are appended masks / EOS padding
     p = np.array([0.4, 0.5], np.float32)
-    ce, tv = losses.mask_agnostic_terms(l1, l2, answer, masked, p)
+    ce, tv = mask_agnostic.mask_agnostic_terms(l1, l2, answer, masked, p)
     noisy1, noisy2 = l1.copy(), l2.copy()
     noisy1[:, 5:] += 100 * np.random.default_rng(8).normal(size=noisy1[:, 5:].shape)
     noisy2[:, :2] -= 50.0
-    ce2, tv2 = losses.mask_agnostic_terms(noisy1, noisy2, answer, masked, p)
+    ce2, tv2 = mask_agnostic.mask_agnostic_terms(noisy1, noisy2, answer, masked, p)
     np.testing.assert_allclose(ce2, ce, rtol=1e-6)
     np.testing.assert_allclose(tv2, tv, rtol=1e-6)
     noisy1[:, 3] += 5 * np.random.default_rng(9).normal(size=noisy1[:, 3].shape)
-    ce3, _ = losses.mask_agnostic_terms(noisy1, noisy2, answer, masked, p)
+    ce3, _ = mask_agnostic.mask_agnostic_terms(noisy1, noisy2, answer, masked, p)
     assert not np.allclose(ce3, ce)  # a masked answer position does enter
 
 
 def test_mask_counts_differ_and_stay_in_range():
     room = jnp.array([1, 2, 5, 600, 3, 0] * 50)
     for seed in range(40):
-        l1, l2, ok = losses.draw_mask_counts(jax.random.key(seed), room, jnp.int32(4))
+        l1, l2, ok = mask_agnostic.draw_mask_counts(jax.random.key(seed), room, jnp.int32(4))
         l1, l2, ok = map(np.asarray, (l1, l2, ok))
         top = np.minimum(np.asarray(room), 4)
         assert np.all(l1[ok] != l2[ok])
         assert np.all((l1 <= top) & (l2 <= top) & (l1 >= 0) & (l2 >= 0))
         assert np.array_equal(ok, top >= 1)
         assert np.all(l1[~ok] == 0) and np.all(l2[~ok] == 0)
-    l1, l2, _ = losses.draw_mask_counts(jax.random.key(0), jnp.full((4000,), 3), 3)
+    l1, l2, _ = mask_agnostic.draw_mask_counts(jax.random.key(0), jnp.full((4000,), 3), 3)
     pairs = np.stack([np.asarray(l1), np.asarray(l2)], 1)
     counts = np.unique(pairs, axis=0, return_counts=True)[1]
     assert len(counts) == 12 and counts.min() > 250  # all ordered pairs, roughly uniform
@@ -124,9 +124,9 @@ def test_extra_masks_never_overlap_prompt_or_answer():
     q = jnp.array([3, 5, 1, 10, 2, 7])
     a = jnp.array([4, 1, 6, 5, 20, 9])
     p = jnp.full((6,), 0.5)
-    masked = losses.noise_answer(jax.random.key(1), q, a, p, length)
+    masked = mask_agnostic.noise_answer(jax.random.key(1), q, a, p, length)
     n_masks = jnp.array([0, 7, 17, 9, 2, 3])
-    x = np.asarray(losses.with_extra_masks(x0, q, a, masked, n_masks, MASK, EOS))
+    x = np.asarray(mask_agnostic.with_extra_masks(x0, q, a, masked, n_masks, MASK, EOS))
     x0, masked = np.asarray(x0), np.asarray(masked)
     for i in range(6):
         qi, ai, ni = int(q[i]), int(a[i]), int(n_masks[i])
@@ -142,10 +142,10 @@ def test_extra_masks_never_overlap_prompt_or_answer():
 def test_curriculum_rises_linearly():
     c = tiny_config(max_masks=600, curriculum_start=8, curriculum_steps=100)
     ma = c.loss.mask_agnostic
-    got = [int(losses.max_masks_at(s, ma)) for s in (0, 50, 100, 1000)]
+    got = [int(mask_agnostic.max_masks_at(s, ma)) for s in (0, 50, 100, 1000)]
     assert got == [8, 8 + 296, 600, 600]
     with pytest.raises(ValueError, match="batch\\['step'\\]"):
-        losses.max_masks_at(None, ma)
+        mask_agnostic.max_masks_at(None, ma)
 
 
 def prompt_answer_batch(length=20):
@@ -205,7 +205,7 @@ def test_apply_sees_masks_only_after_the_answer_and_eos_after_them():
         return jnp.zeros(tokens.shape + (V,), jnp.float32)
 
     def run(batch):
-        losses.mask_agnostic(spy, {}, batch, jax.random.key(3), c)
+        mask_agnostic.mask_agnostic(spy, {}, batch, jax.random.key(3), c)
         return seen[-1]
 
     batch = prompt_answer_batch()
@@ -230,7 +230,7 @@ def test_pretraining_fallback_cuts_a_window():
         return jnp.zeros(tokens.shape + (V,), jnp.float32)
 
     def run(tokens):
-        _, m = losses.mask_agnostic(spy, {}, {"tokens": tokens}, jax.random.key(0), c)
+        _, m = mask_agnostic.mask_agnostic(spy, {}, {"tokens": tokens}, jax.random.key(0), c)
         return m, seen[-1]
 
     tokens = jnp.asarray(np.arange(64).reshape(4, 16) % 30, jnp.int32)
@@ -257,7 +257,7 @@ def test_bad_config_is_a_clear_error():
                       (dict(eos_id=MASK), "eos_id")]:
         c = tiny_config(**kw)
         with pytest.raises(ValueError, match=match):
-            losses.check_mask_agnostic_config(c.loss.mask_agnostic, c.diffusion.mask_id)
+            mask_agnostic.check_mask_agnostic_config(c.loss.mask_agnostic, c.diffusion.mask_id)
 
 
 def test_invariance_report_tells_invariant_from_distracted_models():
@@ -355,7 +355,7 @@ def test_weights_and_time_follow_the_realised_mask_rate():
     pm[:, :4], am[:, 4] = True, True
     batch = {"tokens": jnp.asarray(tokens), "prompt_mask": jnp.asarray(pm),
              "answer_mask": jnp.asarray(am), "step": jnp.int32(0)}
-    _, m = losses.mask_agnostic(zero_apply, {}, batch, jax.random.key(0), c)
+    _, m = mask_agnostic.mask_agnostic(zero_apply, {}, batch, jax.random.key(0), c)
     np.testing.assert_allclose(seen[0], 1.0)
     assert float(m["p_mean"]) == pytest.approx(1.0)
     # zero logits: -log p(a) = log(V - 1) (the mask excluded); ce = that / rate

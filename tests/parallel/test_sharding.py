@@ -10,7 +10,7 @@ from mdlm_jax import train
 from mdlm_jax.config_base import DEFAULT_RULES
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
-from mdlm_jax.train_state import Setup
+from mdlm_jax.train_state import TrainPlan
 
 
 def test_eight_fake_devices():
@@ -20,7 +20,7 @@ def test_eight_fake_devices():
 def setup_for(cfg, shape):
     cfg.mesh.shape = shape
     n = int(np.prod(shape))
-    return Setup(cfg, mesh_lib.make_mesh(cfg.mesh, jax.devices()[:n]))
+    return TrainPlan(cfg, mesh_lib.make_mesh(cfg.mesh, jax.devices()[:n]))
 
 
 def random_params(shapes, seed=0, std=0.05):
@@ -137,6 +137,7 @@ def _mesh_cfg(shape):
     ((3, 1, 1), "8"),
     ((-1, 3, 1), "divisible"),
     ((-1, -1, 1), "more than one -1"),
+    ((8, 1), r"must have 3 entries, the sizes of the mesh axes \('data', 'fsdp', 'tensor'\)"),
 ])
 def test_mesh_shape_not_matching_devices_is_a_clear_error(shape, match):
     with pytest.raises(ValueError, match=match):
