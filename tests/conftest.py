@@ -210,3 +210,14 @@ def run_two_processes(argv_of, *, timeout_s, extra_env=None):
         if p.returncode != 0:
             failures.append(f"process {i} exited with {p.returncode}\n{stderr[-6000:]}")
     return failures
+
+
+def flat_config_keys(c, prefix=""):
+    """Dotted keys of a ConfigDict (``loss.terms`` counts as one key: its entries are data)."""
+    import ml_collections as mlc
+
+    for k, v in c.items():
+        if isinstance(v, mlc.ConfigDict) and f"{prefix}{k}" != "loss.terms":
+            yield from flat_config_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"

@@ -10,7 +10,7 @@ import re
 import jax
 import ml_collections as mlc
 import pytest
-from conftest import CONFIGS, load_config
+from conftest import CONFIGS, flat_config_keys, load_config
 
 from mdlm_jax import model, model_loading
 from mdlm_jax.config_base import base_config
@@ -37,14 +37,6 @@ def test_configs_are_found():
     assert "quickstart" in names and len(names) == len(list(CONFIGS.glob("*.py")))
 
 
-def flat_keys(c, prefix=""):
-    for k, v in c.items():
-        if isinstance(v, mlc.ConfigDict) and f"{prefix}{k}" != "loss.terms":
-            yield from flat_keys(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
-
-
 @pytest.mark.parametrize("name,arg", CASES, ids=[f"{n}:{a}" if a else n for n, a in CASES])
 def test_config_loads_and_its_model_builds_abstractly(name, arg):
     if arg and "/path/to/" in arg:  # a placeholder for a directory the user provides
@@ -53,7 +45,7 @@ def test_config_loads_and_its_model_builds_abstractly(name, arg):
         return
     cfg = load_config(name, arg)
     assert isinstance(cfg, mlc.ConfigDict)
-    extra = set(flat_keys(cfg)) - set(flat_keys(base_config()))
+    extra = set(flat_config_keys(cfg)) - set(flat_config_keys(base_config()))
     assert not extra, f"{name}: keys not declared in config_base: {sorted(extra)}"
     with pytest.raises((AttributeError, KeyError)):  # lock_config: typos cannot add keys
         cfg.model.d_modle = 1
