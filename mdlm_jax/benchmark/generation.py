@@ -80,7 +80,8 @@ def ar_generate(apply, params, canvas_BxL, rng, s: sampler.Settings, *, gen_star
     region = (step >= 0) & (step < s.gen_length)
     return {"tokens": x, "commit_step": jnp.broadcast_to(jnp.where(region, step, -1), x.shape),
             "model_calls": jnp.asarray(s.gen_length, jnp.int32),
-            "calls_saved": jnp.zeros((), jnp.int32)}
+            "calls_saved": jnp.zeros((), jnp.int32),
+            "first_call_blocks": jnp.zeros((), jnp.int32)}  # the sampler's result layout
 
 
 def make_generate_fn(apply, s: sampler.Settings, *, gen_start: int, cfg_scale: float,
@@ -104,25 +105,15 @@ def make_generate_fn(apply, s: sampler.Settings, *, gen_start: int, cfg_scale: f
         return sampler.generate(padded, params, canvas, rng, s, gen_start=gen_start,
                                 model_cfg=model_cfg)
 
-    if mesh is None:
-        return jax.jit(fn)
-    from jax.sharding import NamedSharding, PartitionSpec
-
     from mdlm_jax.parallel import mesh as mesh_lib
     from mdlm_jax.parallel import sharding
 
+    if mesh is None:
+        return jax.jit(fn)
     batch = mesh_lib.batch_sharding(mesh)
-    rep = NamedSharding(mesh, PartitionSpec())
-    outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep}
-    if not model_cfg.causal:  # the diffusion sampler also counts blocks its first call filled
-        outs["first_call_blocks"] = rep
-    jitted = jax.jit(fn, in_shardings=(param_shardings, batch, batch, rep), out_shardings=outs)
-
-    def call(params, canvas, pad_B, rng):
-        with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            return jitted(params, canvas, pad_B, rng)
-
-    return call
+    return sharding.jit_on_mesh(
+        fn, mesh, in_shardings=(param_shardings, batch, batch, mesh_lib.replicated(mesh)),
+        out_shardings=sampler.result_shardings(mesh), rules=rules)
 
 
 def batches(prompt_lengths, batch_size: int, *, same_length: bool):

@@ -101,13 +101,12 @@ def make_fn(fn, apply, spec: ScoreSpec, *, mesh=None, param_shardings=None, rule
     from mdlm_jax.parallel import sharding
 
     batch = mesh_lib.batch_sharding(mesh)
-    jitted = jax.jit(f, in_shardings=(param_shardings, batch, batch, batch),
-                     out_shardings=batch)
+    jitted = sharding.jit_on_mesh(f, mesh, in_shardings=(param_shardings, batch, batch, batch),
+                                  out_shardings=batch, rules=rules)
 
     def call(params, tokens, seg, slot):
         mesh_lib.check_batch(tokens.shape[0], mesh, "context.batch_size")
-        with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            return jitted(params, tokens, seg, slot)
+        return jitted(params, tokens, seg, slot)
 
     return call
 
@@ -127,19 +126,17 @@ def make_decode_fn(apply, settings, *, gen_start: int, mesh=None, param_sharding
 
     if mesh is None:
         return jax.jit(f)
-    from jax.sharding import NamedSharding, PartitionSpec
-
     from mdlm_jax.parallel import mesh as mesh_lib
     from mdlm_jax.parallel import sharding
 
     batch = mesh_lib.batch_sharding(mesh)
-    rep = NamedSharding(mesh, PartitionSpec())
-    jitted = jax.jit(f, in_shardings=(param_shardings, batch, batch, rep), out_shardings=batch)
+    jitted = sharding.jit_on_mesh(
+        f, mesh, in_shardings=(param_shardings, batch, batch, mesh_lib.replicated(mesh)),
+        out_shardings=batch, rules=rules)
 
     def call(params, canvas, seg, rng):
         mesh_lib.check_batch(canvas.shape[0], mesh, "context.batch_size")
-        with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            return jitted(params, canvas, seg, rng)
+        return jitted(params, canvas, seg, rng)
 
     return call
 

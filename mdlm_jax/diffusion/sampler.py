@@ -375,6 +375,21 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
     return jax.lax.fori_loop(0, nb, block_body, st)
 
 
+def result_shardings(mesh, *, debug: bool = False) -> dict:
+    """Shardings of :func:`generate`'s result on ``mesh``: per-row arrays over the data
+    axes, counters replicated (one declaration for every sharded caller)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from mdlm_jax.parallel import mesh as mesh_lib
+
+    batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+    outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep,
+            "first_call_blocks": rep}
+    if debug:
+        outs["trajectory"] = NamedSharding(mesh, PartitionSpec(None, *mesh_lib.batch_spec(mesh)))
+    return outs
+
+
 def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shardings=None,
                    rules=None, model_cfg=None, debug: bool = False):
     """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given.
@@ -390,18 +405,13 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
 
     if mesh is None:
         return jax.jit(fn)
-    from jax.sharding import NamedSharding, PartitionSpec
-
     from mdlm_jax.parallel import mesh as mesh_lib
     from mdlm_jax.parallel import sharding
 
     batch = mesh_lib.batch_sharding(mesh)
-    rep = NamedSharding(mesh, PartitionSpec())
-    outs = {"tokens": batch, "commit_step": batch, "model_calls": rep, "calls_saved": rep,
-            "first_call_blocks": rep}
-    if debug:
-        outs["trajectory"] = NamedSharding(mesh, PartitionSpec(None, *mesh_lib.batch_spec(mesh)))
-    jitted = jax.jit(fn, in_shardings=(param_shardings, batch, rep), out_shardings=outs)
+    jitted = sharding.jit_on_mesh(
+        fn, mesh, in_shardings=(param_shardings, batch, mesh_lib.replicated(mesh)),
+        out_shardings=result_shardings(mesh, debug=debug), rules=rules)
 
     def call(params, canvas, rng):
         canvas = np.asarray(canvas)  # the same on every process; placed below
@@ -412,8 +422,7 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
             filler = np.where(canvas[:1] == s.mask_id, 1 if s.mask_id == 0 else 0,
                               canvas[:1])
             canvas = np.concatenate([canvas, np.tile(filler, (padded - b, 1))])
-        with jax.set_mesh(mesh), sharding.logical_rules(rules or ()):
-            out = jitted(params, jax.device_put(canvas, batch), rng)
+        out = jitted(params, jax.device_put(canvas, batch), rng)
         if padded == b:
             return out
         return {k: (v[:, :b] if k == "trajectory" else v[:b] if v.ndim else v)

@@ -62,6 +62,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, batch_spec(mesh))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The same value on every device of ``mesh`` (scalars, RNG keys, counters)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
 def padded_batch_size(batch: int, mesh: Mesh) -> int:
     """The smallest multiple of the data-parallel size and the process count >= ``batch``:
     sampling and evaluation pad their batch to it and drop the padding afterwards."""

@@ -54,6 +54,20 @@ def logical_rules(rules):
         _ACTIVE_RULES.pop()
 
 
+def jit_on_mesh(fn, mesh, *, in_shardings, out_shardings, rules=()):
+    """``fn`` jitted with these shardings; every call runs inside ``mesh`` with ``rules``
+    active (so the model's :func:`constrain` annotations apply). ``mesh=None``: plain jit."""
+    if mesh is None:
+        return jax.jit(fn)
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings)
+
+    def call(*args):
+        with jax.set_mesh(mesh), logical_rules(rules or ()):
+            return jitted(*args)
+
+    return call
+
+
 def constrain(x, names):
     """``with_sharding_constraint`` by logical names; a no-op without a mesh or rules."""
     if not _ACTIVE_RULES:
