@@ -61,10 +61,6 @@ def _parse_bytes(pattern, message):
 def target_devices(topology: str = "", platform: str = ""):
     """``(devices, platform)``: a TPU topology's devices (libtpu), or local devices."""
     if topology:
-        # Compiling for a described topology uses no TPU chip, so the libtpu lockfile (which
-        # keeps two processes off the same chips) is not needed: without this, a second
-        # compile (another shell, a test's subprocess) fails while the first one runs.
-        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
         try:
             from jax.experimental import topologies
 
