@@ -1,9 +1,10 @@
 """Ahead-of-time compilation: will a config fit its hardware, and how many FLOPs per step?
 
     python -m mdlm_jax.main compile --config configs/X.py[:arg] [--topology v5p:4x4x4]
-        [--platform gpu] [--what train|sample]
+        [--platform gpu] [--what train|sample|context]
 
-The configured train step (or the sampler) is lowered on abstract inputs only
+The configured train step (the sampler and the context suite's scorer:
+``aot_inference``) is lowered on abstract inputs only
 (``jax.ShapeDtypeStruct`` with the run's shardings: no parameter is allocated) and compiled
 for the target: a TPU topology through libtpu on any host (``--topology``), or the local
 devices (``--platform`` picks a backend). Nothing runs.
@@ -14,12 +15,16 @@ message); one that fits reports ``memory_analysis()``: arguments + outputs - ali
 (donated) + temporaries + generated code. The chip's capacity is the compiler's own number
 (a TPU compile of an oversized buffer reports it; a GPU reports ``bytes_limit``).
 
-FLOPs: ``cost_analysis()`` counts a ``lax.scan`` body once, so a scanned layer stack counts
-one layer. The per-layer cost is taken from two small unrolled compiles (1 and 2 layers,
-same micro-batch, XLA attention: a Pallas kernel is opaque to cost analysis; the output
-head unchunked and no random-crop branch, as loops and branches are counted once) and the
-step's count is ``F(1) + (n_layers - 1) * (F(2) - F(1))``, times the accumulation steps;
-the analytic count is ``monitoring.flops_per_token``.
+FLOPs: XLA's HLO cost analysis of the lowered program (:func:`program_flops`: the whole
+program before the backend rewrites it; the TPU compiler's own per-chip count undercounts
+its rewritten matmuls), divided by the chips. Cost analysis counts a ``lax.scan`` body
+once, so the per-layer cost is taken from two unrolled lowerings (1 and 2 layers, same
+micro-batch, XLA attention: a Pallas kernel is opaque to cost analysis; the output head
+unchunked and no random-crop branch, as loops and branches are counted once) and the
+step's count is ``F(1) + (n_layers - 1) * (F(2) - F(1))``, times the accumulation steps.
+The analytic count is ``monitoring.flops_per_token`` (no recomputation); the report states
+what the remat policy adds to it (``monitoring.remat_flops_per_token``), so XLA / analytic
+should read 1 + that share, plus a little elementwise work (norms, softmaxes, the loss).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
 
 GiB = 1024**3
+WHAT = ("train", "sample", "context")
 _CAPACITY_RE = re.compile(r"exceeds available HBM \(([\d.]+)([KMGT])\)")
 _REQUIRED_RE = re.compile(r"required for HLO temporaries \(([\d.]+)([KMGT])\)")
 _UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -165,31 +171,50 @@ class Memory:
                    m.temp_size_in_bytes, m.generated_code_size_in_bytes)
 
 
-def step_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", 0.0))
+def program_flops(lowered) -> float:
+    """XLA's FLOPs of the program as lowered, over all chips: ``HloCostAnalysis`` of the
+    HLO before any backend rewrites it (remat recomputation included: it is in the
+    program). Not the compiled executable's ``cost_analysis()``: the TPU compiler turns
+    batched matmuls (attention over heads) and FSDP's collective matmuls into windowed /
+    dilated convolutions that its per-chip count undercounts (0.79x for one LLaDA-1B
+    layer and the head on v5p:2x2x2, 0.62x for a layer: the 0.68 ratio once printed for
+    ``llada_1b.py:fsdp``); the lowered module is counted with the host's CPU cost model,
+    which counts every dot in full."""
+    import jax.extend as jex
+    from jax._src.lib import _jax  # HloCostAnalysis of an HLO module on a given backend
+
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    return float(_jax.hlo_module_cost_analysis(jex.backend.get_backend("cpu"),
+                                               module)["flops"])
 
 
-def xla_flops_per_step(config, mesh, micro_batch: int) -> float:
-    """XLA's FLOPs per chip for one optimizer step, every layer counted (see the module
-    docstring): two unrolled compiles of 1 and 2 layers at the same micro-batch, with XLA's
-    attention (the same maths; a Pallas kernel is a custom call that cost analysis does not
-    see into)."""
+def flops_every_layer(config, lower) -> float:
+    """XLA's FLOPs (all chips) of the program ``lower(config)`` lowers, every layer
+    counted: HLO cost analysis counts a loop body or a branch once, so ``lower`` is lowered
+    for a 1-layer and a 2-layer unrolled copy of ``config`` with XLA's attention (the same
+    maths; a Pallas kernel is a custom call that cost analysis does not see into), the
+    output head in one piece (not chunked by ``lax.map``) and no random-crop branch, and
+    the difference is the cost of one layer: ``F(1) + (n_layers - 1) * (F(2) - F(1))``."""
     f = []
     for n in (1, 2):
         c = for_target(config, "", n_layers=n, scan_layers=False, attention_impl="xla")
         c.unlock()
-        c.optimizer.grad_accum_steps = 1
-        # Same FLOPs, no loop or branch for cost analysis to count once or skip: the head
-        # in one piece (not chunked by lax.map) and no random-crop lax.cond.
         c.loss.logits_chunk = 0
         c.diffusion.random_crop_prob = 0.0
         c.lock()
-        lowered, _ = lower_train_step(c, mesh, micro_batch)
-        f.append(step_flops(compile_lowered(lowered)))
-    per_micro = f[0] + (config.model.n_layers - 1) * (f[1] - f[0])
-    return per_micro * config.optimizer.grad_accum_steps
+        f.append(program_flops(lower(c)))
+    return f[0] + (config.model.n_layers - 1) * (f[1] - f[0])
+
+
+def xla_flops_per_step(config, mesh, micro_batch: int) -> float:
+    """XLA's FLOPs per chip for one optimizer step (:func:`flops_every_layer` of one
+    micro-batch over the chips, times the accumulation steps)."""
+    one = config.copy_and_resolve_references()
+    one.unlock()
+    one.optimizer.grad_accum_steps = 1
+    one.lock()
+    per_micro = flops_every_layer(one, lambda c: lower_train_step(c, mesh, micro_batch)[0])
+    return per_micro / mesh.size * config.optimizer.grad_accum_steps
 
 
 def analytic_flops_per_step(config, setup) -> float:
@@ -199,6 +224,18 @@ def analytic_flops_per_step(config, setup) -> float:
                                      forward_passes=forward_passes(config),
                                      n_frozen=setup.n_params - setup.n_trainable)
     return fpt * config.data.global_batch_size * config.optimizer.grad_accum_steps \
+        * config.data.seq_len
+
+
+def remat_flops_per_step(config) -> float | None:
+    """What the remat policy recomputes per optimizer step (all chips), or None."""
+    from mdlm_jax.diffusion.losses import forward_passes
+
+    per_token = monitoring.remat_flops_per_token(config.model, config.data.seq_len,
+                                                 forward_passes=forward_passes(config))
+    if per_token is None:
+        return None
+    return per_token * config.data.global_batch_size * config.optimizer.grad_accum_steps \
         * config.data.seq_len
 
 
@@ -229,6 +266,32 @@ def largest_micro_batch(config, mesh, start: int, fitted: bool, capacity: float 
 
 
 # ------------------------------------------------------------------------ report
+def gib(x) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x / GiB:.2f} GiB" if x >= 0.1 * GiB else f"{x / 1024**2:.2f} MiB"
+
+
+def compile_memory(lowered):
+    """``(Memory, None)`` of a program that compiled, ``(None, bytes required)`` of one the
+    compiler refused for memory."""
+    try:
+        return Memory.of(compile_lowered(lowered)), None
+    except DoesNotFit as e:
+        return None, e.required
+
+
+def memory_lines(memory, required, capacity) -> list[str]:
+    if memory is None:
+        return [f"  the compiler needs {gib(required)} of temporaries; "
+                f"{gib(capacity)} per chip"]
+    m = memory
+    return [f"  per chip: arguments {gib(m.arguments)}, outputs {gib(m.outputs)} "
+            f"({gib(m.aliased)} aliased to donated arguments), temporaries "
+            f"{gib(m.temporaries)}, code {gib(m.code)}",
+            f"  total {gib(m.total)} of {gib(capacity)} per chip"]
+
+
 @dataclasses.dataclass
 class Report:
     config_name: str
@@ -243,6 +306,7 @@ class Report:
     required: float | None
     xla_flops: float | None
     analytic_flops: float
+    remat_flops: float | None
     largest_micro_batch: int | None
     search_exact: bool
     compile_s: float
@@ -251,6 +315,20 @@ class Report:
     def fits(self) -> bool:
         return self.memory is not None and (self.capacity is None
                                             or self.memory.total <= self.capacity)
+
+    @property
+    def flops_ratio(self) -> float | None:
+        """XLA / analytic FLOPs (remat recomputation is in XLA's count only)."""
+        if self.xla_flops is None:
+            return None
+        return self.xla_flops * self.n_devices / self.analytic_flops
+
+    @property
+    def expected_ratio(self) -> float | None:
+        """1 + the share the remat policy recomputes (None: policy not modelled)."""
+        if self.remat_flops is None:
+            return None
+        return 1 + self.remat_flops / self.analytic_flops
 
     def fix(self) -> str:
         per_chip = self.micro_batch // max(self.mesh.get("data", 1) * self.mesh.get("fsdp", 1),
@@ -269,29 +347,19 @@ class Report:
                 "(--config.model.remat_policy=full)")
 
     def lines(self) -> list[str]:
-        def gib(x):
-            if x is None:
-                return "n/a"
-            return f"{x / GiB:.2f} GiB" if x >= 0.1 * GiB else f"{x / 1024**2:.2f} MiB"
-
         out = [f"compile {self.config_name} for {self.n_devices} x {self.device_kind} "
                f"(mesh {self.mesh}); micro-batch {self.micro_batch} x {self.accum} "
                f"accumulation x {self.seq_len} tokens; compiled in {self.compile_s:.1f} s"]
-        if self.memory is not None:
-            m = self.memory
-            out += [f"  per chip: arguments {gib(m.arguments)}, outputs {gib(m.outputs)} "
-                    f"({gib(m.aliased)} aliased to donated arguments), temporaries "
-                    f"{gib(m.temporaries)}, code {gib(m.code)}",
-                    f"  total {gib(m.total)} of {gib(self.capacity)} per chip"]
-        else:
-            out.append(f"  the compiler needs {gib(self.required)} of temporaries; "
-                       f"{gib(self.capacity)} per chip")
+        out += memory_lines(self.memory, self.required, self.capacity)
         out.append(f"  verdict: {'fits' if self.fits else 'does not fit'}")
         if self.xla_flops is not None:
             analytic = self.analytic_flops / self.n_devices
+            why = ("the remat policy's recomputation is not modelled"
+                   if self.expected_ratio is None else
+                   f"{self.expected_ratio:.3f} expected: the remat policy recomputes "
+                   f"{self.expected_ratio - 1:.1%} more; the rest is elementwise work")
             out.append(f"  FLOPs per step per chip: XLA {self.xla_flops:.4g}, analytic "
-                       f"{analytic:.4g} (ratio {self.xla_flops / analytic:.3f}; remat "
-                       "recomputation is in XLA's count only)")
+                       f"{analytic:.4g} (ratio {self.flops_ratio:.3f}; {why})")
         if self.largest_micro_batch is not None:
             bound = "" if self.search_exact else " (at least; search stopped)"
             out.append(f"  largest micro-batch that fits: {self.largest_micro_batch}{bound}")
@@ -312,11 +380,7 @@ def compile_train(config, *, topology: str = "", platform: str = "", search: boo
     capacity = capacity or device_capacity(devices, plat)
     t0 = time.perf_counter()
     lowered, setup = lower_train_step(config, mesh, micro)
-    memory = required = None
-    try:
-        memory = Memory.of(compile_lowered(lowered))
-    except DoesNotFit as e:
-        required = e.required
+    memory, required = compile_memory(lowered)
     compile_s = time.perf_counter() - t0
     fitted = memory is not None and (capacity is None or memory.total <= capacity)
     xla = xla_flops_per_step(config, mesh, micro) if flops else None
@@ -326,23 +390,33 @@ def compile_train(config, *, topology: str = "", platform: str = "", search: boo
     return Report(name, devices[0].device_kind, len(devices),
                   dict(zip(mesh.axis_names, mesh.devices.shape)), micro,
                   config.optimizer.grad_accum_steps, config.data.seq_len, capacity, memory,
-                  required, xla, analytic_flops_per_step(config, setup), largest, exact,
-                  compile_s)
+                  required, xla, analytic_flops_per_step(config, setup),
+                  remat_flops_per_step(config), largest, exact, compile_s)
 
 
 def run(config, *, topology: str = "", platform: str = "", what: str = "train",
         search: bool = True, name: str = "", memory_gib: float = 0.0) -> Report:
-    """The ``compile`` command: prints the report and returns it."""
-    if what != "train":
-        raise ValueError(f"--what={what!r} is unknown; use train")
+    """The ``compile`` command: prints the report(s) and returns the first."""
+    if what not in WHAT:
+        raise ValueError(f"--what={what!r} is unknown; use one of {', '.join(WHAT)}")
     if memory_gib < 0:
         raise ValueError(f"--memory_gib={memory_gib} must be >= 0 (0: the device's own)")
-    report = compile_train(config, topology=topology, platform=platform, search=search,
-                           name=name, capacity=memory_gib * GiB or None)
-    print("\n".join(report.lines()))
-    return report
+    capacity = memory_gib * GiB or None
+    if what == "train":
+        reports = [compile_train(config, topology=topology, platform=platform,
+                                 search=search, name=name, capacity=capacity)]
+    else:
+        from mdlm_jax import aot_inference
+
+        compile_fn = (aot_inference.compile_sampler if what == "sample"
+                      else aot_inference.compile_context)
+        reports = compile_fn(config, topology=topology, platform=platform, name=name,
+                             capacity=capacity)
+    for report in reports:
+        print("\n".join(report.lines()))
+    return reports[0]
 
 
-__all__ = ["DoesNotFit", "Memory", "Report", "compile_train", "device_capacity",
-           "for_target", "largest_micro_batch", "lower_train_step", "run", "target_devices",
-           "xla_flops_per_step"]
+__all__ = ["DoesNotFit", "Memory", "Report", "compile_memory", "compile_train",
+           "device_capacity", "flops_every_layer", "for_target", "largest_micro_batch",
+           "lower_train_step", "memory_lines", "run", "target_devices", "xla_flops_per_step"]

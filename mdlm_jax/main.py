@@ -4,7 +4,7 @@
         --workdir DIR [--config.group.key=value ...]
     python -m mdlm_jax.main convert --from HF_DIR --to WORKDIR
     python -m mdlm_jax.main compile --config configs/X.py[:arg] [--topology v5p:4x4x4] \
-        [--platform gpu] [--what train]
+        [--platform gpu] [--what train|sample|context]
     python -m mdlm_jax.main benchmark --config configs/benchmarks/X.py[:task] \
         --config.benchmark.path=DIR
 """
@@ -31,7 +31,9 @@ flags.DEFINE_string("to", None, "convert: the workdir to write.")
 flags.DEFINE_string("topology", "", "compile: a TPU topology (e.g. v5p:4x4x4), compiled "
                     "through libtpu on any host; default: the local devices.")
 flags.DEFINE_string("platform", "", "compile: the local backend to compile for (cpu, gpu, tpu).")
-flags.DEFINE_enum("what", "train", ["train"], "compile: the program to compile.")
+flags.DEFINE_enum("what", "train", ["train", "sample", "context"],
+                  "compile: the program to compile (the train step, the sampler, or the "
+                  "context suite's scorer).")
 flags.DEFINE_bool("search", True, "compile: search the largest micro-batch that fits.")
 flags.DEFINE_float("memory_gib", 0.0, "compile: memory per chip to check against (GiB; "
                    "0: the device's own).")

@@ -9,7 +9,7 @@ import time
 
 import jax
 
-from mdlm_jax.model import head_dim
+from mdlm_jax.model import head_dim, kv_heads
 from mdlm_jax.model.layers import TIME_FREQ_DIM
 
 # Dense bf16 peak FLOP/s per device, by jax device_kind prefix (vendor datasheets).
@@ -67,6 +67,33 @@ def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: i
     attn = 12 * model_cfg.n_layers * seq_len * model_cfg.n_heads * head_dim(model_cfg)
     return forward_passes * (6 * n_matmul + 6 * per_seq / seq_len - 2 * n_frozen_matmul
                              + attn)
+
+
+# Recomputed in the backward pass by each remat policy, per layer: the whole forward of the
+# layer, the attention's batched matmuls only (the weight matmuls' outputs are saved), or
+# no matmul at all (elementwise work only, not counted).
+_REMAT_RECOMPUTES = {"none": "nothing", "everything_saveable": "nothing",
+                     "dots_saveable": "nothing", "checkpoint_dots": "nothing",
+                     "full": "layer", "nothing_saveable": "layer",
+                     "dots_with_no_batch_dims_saveable": "attention",
+                     "checkpoint_dots_with_no_batch_dims": "attention"}
+
+
+def remat_flops_per_token(model_cfg, seq_len: int, *, forward_passes: int = 1):
+    """FLOPs per token that ``model.remat_policy`` adds by recomputing forward matmuls in
+    the backward pass (not part of :func:`flops_per_token`), or None for a policy whose
+    recomputation is not modelled here."""
+    kind = _REMAT_RECOMPUTES.get(model_cfg.remat_policy)
+    if kind is None:
+        return None
+    d, k = model_cfg.d_model, head_dim(model_cfg)
+    h, kv = model_cfg.n_heads, kv_heads(model_cfg)
+    attention = 4 * seq_len * h * k  # QK^T and AV, forward
+    per_layer = {"nothing": 0, "attention": attention,
+                 "layer": attention + 2 * (d * h * k * 2 + d * kv * k * 2
+                                           + d * model_cfg.mlp_dim
+                                           * (3 if model_cfg.family == "llama" else 2))}[kind]
+    return forward_passes * model_cfg.n_layers * per_layer
 
 
 class MetricsWriter:

@@ -91,7 +91,8 @@ def attribution(apply, params, tokens_BxL, segment_ids_BxL, slot_B, spec: ScoreS
 
 def make_fn(fn, apply, spec: ScoreSpec, *, mesh=None, param_shardings=None, rules=None):
     """``f(params, tokens_BxL, segment_ids_BxL, slot_B) -> dict`` jitted; batch-sharded
-    over the data axes and params in ``param_shardings`` when ``mesh`` is given."""
+    over the data axes and params in ``param_shardings`` when ``mesh`` is given.
+    ``f.lower(...)`` lowers it ahead of time for abstract arguments (``mdlm_jax.aot``)."""
     def f(params, tokens, seg, slot):
         return fn(apply, params, tokens, seg, slot, spec)
 
@@ -108,6 +109,7 @@ def make_fn(fn, apply, spec: ScoreSpec, *, mesh=None, param_shardings=None, rule
         mesh_lib.check_batch(tokens.shape[0], mesh, "context.batch_size")
         return jitted(params, tokens, seg, slot)
 
+    call.lower = jitted.lower
     return call
 
 
@@ -138,6 +140,7 @@ def make_decode_fn(apply, settings, *, gen_start: int, mesh=None, param_sharding
         mesh_lib.check_batch(canvas.shape[0], mesh, "context.batch_size")
         return jitted(params, canvas, seg, rng)
 
+    call.lower = jitted.lower
     return call
 
 

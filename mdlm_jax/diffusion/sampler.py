@@ -398,6 +398,9 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
     size with rows that have nothing to decode (dropped from the result); parameters
     follow ``param_shardings``
     (``parallel.sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)``).
+    ``fn.lower(params, canvas_BxL, rng)`` lowers the same program ahead of time for
+    abstract arguments (the canvas's batch already a multiple of the data-parallel size):
+    ``mdlm_jax.aot`` compiles it for a target without running it.
     """
     def fn(params, canvas, rng):
         return generate(apply, params, canvas, rng, s, gen_start=gen_start, debug=debug,
@@ -428,4 +431,5 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
         return {k: (v[:, :b] if k == "trajectory" else v[:b] if v.ndim else v)
                 for k, v in out.items()}
 
+    call.lower = jitted.lower
     return call

@@ -54,18 +54,36 @@ def logical_rules(rules):
         _ACTIVE_RULES.pop()
 
 
+class MeshJitted:
+    """A jitted function bound to a mesh and logical rules: calling it, or lowering it
+    ahead of time (``.lower(*abstract_args)``, e.g. ``jax.ShapeDtypeStruct``s for a TPU
+    topology's devices), runs inside ``mesh`` with ``rules`` active."""
+
+    def __init__(self, jitted, mesh, rules):
+        self.jitted, self.mesh, self.rules = jitted, mesh, tuple(rules or ())
+
+    @contextlib.contextmanager
+    def _active(self):
+        with jax.set_mesh(self.mesh), logical_rules(self.rules):
+            yield
+
+    def __call__(self, *args):
+        with self._active():
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with self._active():
+            return self.jitted.lower(*args)
+
+
 def jit_on_mesh(fn, mesh, *, in_shardings, out_shardings, rules=()):
-    """``fn`` jitted with these shardings; every call runs inside ``mesh`` with ``rules``
-    active (so the model's :func:`constrain` annotations apply). ``mesh=None``: plain jit."""
+    """``fn`` jitted with these shardings; every call (and ``.lower``) runs inside ``mesh``
+    with ``rules`` active (so the model's :func:`constrain` annotations apply): a
+    :class:`MeshJitted`. ``mesh=None``: plain ``jax.jit``."""
     if mesh is None:
         return jax.jit(fn)
-    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings)
-
-    def call(*args):
-        with jax.set_mesh(mesh), logical_rules(rules or ()):
-            return jitted(*args)
-
-    return call
+    return MeshJitted(jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings),
+                      mesh, rules)
 
 
 def constrain(x, names):
