@@ -13,7 +13,7 @@ the input embedding, the count MFU uses).
 Targets (checked by ``python -m mdlm_jax.main compile``): one host of 8 x H200 (or H100),
 64 sequences of 2048 per micro-batch (8 per GPU) x 8 accumulation steps = the 1M-token
 batch; a v5p-16 slice (topology v5p:2x2x2, 8 chips) with ``:fsdp``. Attention is ``auto``:
-cuDNN on GPU, XLA on TPU and CPU.
+cuDNN on GPU, the Pallas splash kernel on TPU, XLA on CPU.
 
 Remat: ``dots_with_no_batch_dims_saveable`` keeps the outputs of every weight matmul (q, k,
 v, o, gate, up, down: ~43 KB per token and layer in bf16) and recomputes only norms,

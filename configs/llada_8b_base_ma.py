@@ -8,7 +8,7 @@ after 20 warmup steps (the paper does not state its optimizer). The appended-mas
 curriculum rises from 8 to 600 masks over the first half of training (the paper gives no
 schedule). Tensor parallelism over all devices (mesh (1, 1, -1)): a micro-batch of 3 does
 not divide over data-parallel devices. Target: one host of 8 x H200 (or H100); attention
-is ``auto`` (cuDNN on GPU, XLA on TPU), checked by ``python -m mdlm_jax.main compile``.
+is ``auto`` (cuDNN on GPU, splash on TPU), checked by ``python -m mdlm_jax.main compile``.
 
 Data: OpenOrca as JSON lines (``system_prompt`` / ``question`` / ``response``), tokenized
 with the model's ``tokenizer.json`` and built once on first use. Examples whose prompt does
@@ -69,7 +69,7 @@ def llada_ma_config(kind: str, arg=None):
     m.tie_embeddings = False
     m.dtype = "bfloat16"
     m.param_dtype = "bfloat16"  # frozen base weights; LoRA adapters are float32
-    m.attention_impl = "auto"  # cuDNN on GPU, XLA on TPU / CPU
+    m.attention_impl = "auto"  # cuDNN on GPU, splash on TPU, XLA on CPU
     m.remat_policy = "full"
     m.init_from = path
 

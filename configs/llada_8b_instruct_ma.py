@@ -5,7 +5,9 @@ Everything else as ``configs/llada_8b_base_ma.py`` (LoRA 64 / 128 / 0, micro-bat
 accumulation steps, 930 steps, bf16, clip 1.0, weight decay 0, context 1024), with the
 LLaDA chat template on the OpenOrca prompts (``data.chat_template='llada'``).
 
-One GPU host (8 GPUs)::
+Target: one host of 8 x H200 (or H100), tensor parallelism over the 8 GPUs, as the base
+recipe; the same shapes, so the same verdict of ``python -m mdlm_jax.main compile --config
+configs/llada_8b_instruct_ma.py:ce_tv`` (figures in docs/BENCHMARKS.md). One GPU host::
 
     M=/models/LLaDA-8B-Instruct; D='/data/openorca/*.jsonl'
     PLATFORM=gpu bash launch/local.sh train --workdir runs/llada_8b_instruct_ma_ce_tv \\

@@ -14,7 +14,7 @@ Targets (``hw`` arg), each checked by ``python -m mdlm_jax.main compile``:
 - ``hw=h200x8``: one host of 8 x H200, FSDP over the 8 GPUs, 8 sequences per micro-batch
   (one per GPU) x 128 accumulation steps (the same 4M tokens per step).
 
-Attention is ``auto``: cuDNN on GPU, XLA on TPU::
+Attention is ``auto``: cuDNN on GPU, the Pallas splash kernel on TPU::
 
     python -m mdlm_jax.main compile --config configs/llada_8b_pretrain.py --topology v5p:4x4x4
     TPU_NAME=my-v5p-128 ZONE=us-east5-a \\

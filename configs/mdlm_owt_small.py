@@ -20,8 +20,8 @@ Targets, each checked by ``python -m mdlm_jax.main compile``: one GPU host (8 x 
         --config.data.files='/data/owt/**/*.txt' --config.data.data_dir=/data/tfds
 
 A TPU pod slice (target: v5p-16, topology v5p:2x2x2, 8 chips; ``:tpu`` runs the batch of
-512 as 2 accumulation steps of 256: XLA's attention on TPU keeps the full score matrices,
-which 64 sequences per chip do not fit beside)::
+512 as 2 accumulation steps of 256: the whole batch at once needed 138 GiB per chip with
+XLA's attention, see docs/BENCHMARKS.md)::
 
     TPU_NAME=my-v5p-32 ZONE=us-east5-a CONFIG=configs/mdlm_owt_small.py:tpu \\
         WORKDIR=gs://bucket/mdlm_owt_small bash launch/tpu_pod.sh \\
@@ -31,9 +31,9 @@ Training throughput without the dataset (synthetic batches)::
 
     python bench/train_throughput.py --config configs/mdlm_owt_small.py --batch 32 --torch
 
-Attention is ``auto`` (cuDNN on GPU, XLA elsewhere). Args (comma separated): ``tpu`` (the
-TPU slice's accumulation), ``cpu`` (kept for old command lines: nothing to switch),
-``smoke`` (a tiny model and run for tests, on CPU).
+Attention is ``auto`` (cuDNN on GPU, splash on TPU, XLA on CPU). Args (comma separated):
+``tpu`` (the TPU slice's accumulation), ``cpu`` (kept for old command lines: nothing to
+switch), ``smoke`` (a tiny model and run for tests, on CPU).
 """
 
 from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke

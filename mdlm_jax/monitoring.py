@@ -69,9 +69,11 @@ def flops_per_token(model_cfg, n_params: int, seq_len: int, *, forward_passes: i
                              + attn)
 
 
-# Recomputed in the backward pass by each remat policy, per layer: the whole forward of the
-# layer, the attention's batched matmuls only (the weight matmuls' outputs are saved), or
-# no matmul at all (elementwise work only, not counted).
+# Recomputed in the backward pass by each remat policy, per layer: the layer's forward
+# less its last matmul (the MLP's down projection, whose output only the next layer reads,
+# and that layer saves its input: JAX drops the recomputation), the
+# attention's batched matmuls only (the weight matmuls' outputs are saved), or no matmul
+# at all (elementwise work only, not counted).
 _REMAT_RECOMPUTES = {"none": "nothing", "everything_saveable": "nothing",
                      "dots_saveable": "nothing", "checkpoint_dots": "nothing",
                      "full": "layer", "nothing_saveable": "layer",
@@ -92,7 +94,7 @@ def remat_flops_per_token(model_cfg, seq_len: int, *, forward_passes: int = 1):
     per_layer = {"nothing": 0, "attention": attention,
                  "layer": attention + 2 * (d * h * k * 2 + d * kv * k * 2
                                            + d * model_cfg.mlp_dim
-                                           * (3 if model_cfg.family == "llama" else 2))}[kind]
+                                           * (2 if model_cfg.family == "llama" else 1))}[kind]
     return forward_passes * model_cfg.n_layers * per_layer
 
 

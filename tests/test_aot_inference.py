@@ -89,16 +89,16 @@ def _with(config, **overrides):
     return c
 
 
-def test_compile_command_sample_and_context_on_cpu_devices():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "mdlm_jax.main", "compile", "--config",
-                        "configs/quickstart.py:smoke", "--what", "sample"], cwd=REPO,
-                       capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "(sample) for 8 x cpu" in r.stdout and "verdict: fits" in r.stdout, r.stdout
+def test_compile_command_sample_and_context_on_cpu_devices(tiny_config, capsys):
+    from mdlm_jax import aot
+
+    report = aot.run(_sampling_config(tiny_config), what="sample", name="tiny")
+    assert report.program == "sample"
+    assert "(sample) for 8 x cpu" in capsys.readouterr().out
     r = subprocess.run([sys.executable, "-m", "mdlm_jax.main", "compile", "--config",
                         "configs/context/unmasking.py", "--what", "context",
                         "--config.model.max_length=128"], cwd=REPO, capture_output=True,
-                       text=True, timeout=600, env=env)
+                       text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "(context score)" in r.stdout and "run the sampler" in r.stdout, r.stdout
+    assert "(context score)" in r.stdout and "verdict: fits" in r.stdout, r.stdout
+    assert "run the sampler" in r.stdout, r.stdout
