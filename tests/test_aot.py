@@ -206,10 +206,9 @@ def test_every_scale_config_names_its_hardware():
     command that checks it."""
     import re
 
-    from mdlm_jax.config_base import load_config_file  # noqa: F401 (configs import it)
-
     for name in {n.partition(":")[0] for n, _ in SCALE_CONFIGS}:
-        text = open(os.path.join(REPO, "configs", name)).read()
+        with open(os.path.join(REPO, "configs", name)) as f:
+            text = f.read()
         doc = text.split('"""')[1]
         assert re.search(r"v5p|H200|H100", doc), name
         assert "mdlm_jax.main compile" in doc, name
