@@ -232,7 +232,8 @@ def remat_flops_per_step(config) -> float | None:
     from mdlm_jax.diffusion.losses import forward_passes
 
     per_token = monitoring.remat_flops_per_token(config.model, config.data.seq_len,
-                                                 forward_passes=forward_passes(config))
+                                                 forward_passes=forward_passes(config),
+                                                 lora_cfg=config.lora)
     if per_token is None:
         return None
     return per_token * config.data.global_batch_size * config.optimizer.grad_accum_steps \

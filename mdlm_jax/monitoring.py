@@ -81,20 +81,30 @@ _REMAT_RECOMPUTES = {"none": "nothing", "everything_saveable": "nothing",
                      "checkpoint_dots_with_no_batch_dims": "attention"}
 
 
-def remat_flops_per_token(model_cfg, seq_len: int, *, forward_passes: int = 1):
+def remat_flops_per_token(model_cfg, seq_len: int, *, forward_passes: int = 1,
+                          lora_cfg=None):
     """FLOPs per token that ``model.remat_policy`` adds by recomputing forward matmuls in
-    the backward pass (not part of :func:`flops_per_token`), or None for a policy whose
-    recomputation is not modelled here."""
+    the backward pass (not part of :func:`flops_per_token`), LoRA adapters on the
+    recomputed projections included, or None for a policy not modelled here."""
     kind = _REMAT_RECOMPUTES.get(model_cfg.remat_policy)
     if kind is None:
         return None
-    d, k = model_cfg.d_model, head_dim(model_cfg)
+    d, k, f = model_cfg.d_model, head_dim(model_cfg), model_cfg.mlp_dim
     h, kv = model_cfg.n_heads, kv_heads(model_cfg)
     attention = 4 * seq_len * h * k  # QK^T and AV, forward
+    # (in, out) of each projection recomputed by a full remat (all but the down projection)
+    shapes = {"q": (d, h * k), "k": (d, kv * k), "v": (d, kv * k), "o": (h * k, d),
+              "up": (d, f)}
+    if model_cfg.family == "llama":
+        shapes["gate"] = (d, f)
+    else:  # the DiT's MLP input projection
+        shapes = {**shapes, "fc_in": shapes.pop("up")}
+    matmul = sum(i * o for i, o in shapes.values())
+    if lora_cfg is not None and lora_cfg.rank:
+        matmul += sum(lora_cfg.rank * (i + o) for name, (i, o) in shapes.items()
+                      if name in tuple(lora_cfg.targets))
     per_layer = {"nothing": 0, "attention": attention,
-                 "layer": attention + 2 * (d * h * k * 2 + d * kv * k * 2
-                                           + d * model_cfg.mlp_dim
-                                           * (2 if model_cfg.family == "llama" else 1))}[kind]
+                 "layer": attention + 2 * matmul}[kind]
     return forward_passes * model_cfg.n_layers * per_layer
 
 
