@@ -13,9 +13,9 @@ Throughput::
 
     python bench/train_throughput.py --config configs/ar_small.py --batch 32
 
-Targets as for ``mdlm_owt_small``: one host of 8 x H100/H200, or a v5p-16 slice (topology
-v5p:2x2x2) with ``:tpu``; check with ``python -m mdlm_jax.main compile``. Args as for
-``mdlm_owt_small`` (``tpu``, ``cpu``, ``smoke``).
+Targets as for ``mdlm_owt_small``: one host of 8 x H200 (H100s: ``:tpu``), or a v5p-16
+slice (topology v5p:2x2x2) with ``:tpu``; check with ``python -m mdlm_jax.main compile``.
+Args as for ``mdlm_owt_small`` (``tpu``, ``cpu``, ``smoke``).
 """
 
 

