@@ -98,10 +98,11 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
             raise ValueError(f"loss.terms[{name!r}]={weight!r} must be a finite weight >= 0")
     sampling = config.train.sample_at_end if sampling is None else sampling
     sampler.Settings.from_config(config).validate(layout=sampling)
-    if config.sampler.kv_cache != "none":
-        from mdlm_jax.diffusion import kv_cache
-
-        kv_cache.check_model_config(m, config.sampler.kv_cache)
+    if config.sampler.kv_cache != "none" and (m.family != "llama" or m.causal):
+        raise ValueError(
+            f"sampler.kv_cache={config.sampler.kv_cache!r} supports the bidirectional llama "
+            f"family only (model.family={m.family!r}, causal={m.causal}); set "
+            "--config.sampler.kv_cache=none")
     _check_finetune(config)
     integrity.check_config(config.checkpoint)
     if d.seq_len > m.max_length:

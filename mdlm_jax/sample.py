@@ -43,7 +43,7 @@ def generate_batch(apply, params, config, *, prompt_ids=(), mesh=None, debug=Fal
     """
     s = sampler.Settings.from_config(config, **overrides)
     canvas, gen_start = sampler.build_canvas(prompt_ids, s, config.sampler.batch_size)
-    kw = dict(gen_start=gen_start, model_cfg=config.model, debug=debug)
+    kw = dict(gen_start=gen_start, cached=getattr(apply, "cached", None), debug=debug)
     if mesh is not None:
         kw.update(mesh=mesh, param_shardings=param_shardings_for(params, config, mesh),
                   rules=config.mesh.rules)

@@ -21,7 +21,16 @@ Strategies (``sampler.strategy``):
   time-conditioned model is told the schedule's time for the generation region's current
   mask rate (here and in ``threshold``).
 - ``threshold``: Fast-dLLM: every masked token of the block with confidence >= tau,
-  at least the most confident one per step; optional block-wise KV cache.
+  at least the most confident one per step.
+
+Fast-dLLM's block-wise KV cache (``sampler.kv_cache``, with ``confidence`` / ``threshold``)
+uses the model's cached forward (``cached``: ``prefill`` and ``window`` callables, e.g.
+``apply.cached``). At the start of each block ``prefill`` runs the whole canvas and keeps
+every layer's keys and values; within the block only a window is recomputed against them:
+
+- ``prefix``: the window is ``[block_start, L)`` (block and suffix recomputed, prefix
+  cached);
+- ``dual``: the window is the current block only (prefix and suffix cached).
 
 Noise, top-k / top-p and confidence scores live in ``diffusion.categorical``.
 """
@@ -205,8 +214,11 @@ def select_top(score_BxL, count_B):
 
 # ---------------------------------------------------------------------- the loop
 def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
-             debug: bool = False, model_cfg=None):
+             debug: bool = False, cached=None):
     """Decode the masked positions of the generation region of ``canvas_BxL``.
+
+    ``cached``: the model's cached forward (``prefill``, ``window``; e.g. ``apply.cached``),
+    needed when ``s.kv_cache`` is not 'none'.
 
     Returns a dict: ``tokens`` [B, L] (extra masks left as mask ids), ``commit_step``
     [B, L] (the step that committed each position, -1 where fixed), ``model_calls`` and
@@ -232,12 +244,12 @@ def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
     if s.strategy == "ancestral":
         st = _ancestral(apply, params, st, rng, s, region)
     else:
-        kv = None
-        if s.kv_cache != "none":
-            from mdlm_jax.diffusion import kv_cache
-
-            kv = kv_cache.BlockCache(model_cfg, s.kv_cache, s.block_length)
-        st = _blockwise(apply, params, st, rng, s, gen_start, kv)
+        if s.kv_cache != "none" and cached is None:
+            raise ValueError(f"sampler.kv_cache={s.kv_cache!r} needs the model's cached forward: "
+                             "pass cached=apply.cached to the sampler (or set "
+                             "--config.sampler.kv_cache=none)")
+        st = _blockwise(apply, params, st, rng, s, gen_start,
+                        None if s.kv_cache == "none" else cached)
     if debug:  # rows after the last step repeat the final canvas
         after = jnp.arange(max_steps + 1)[:, None, None] > st["step"]
         st["trajectory"] = jnp.where(after, st["x"][None], st["trajectory"])
@@ -305,8 +317,9 @@ def _ancestral(apply, params, st, rng, s: Settings, region_L):
     return {k: v for k, v in st.items() if k not in ("logits", "changed")}
 
 
-def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
-    """``confidence`` and ``threshold``: a loop over blocks, an inner loop over steps."""
+def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, cached):
+    """``confidence`` and ``threshold``: a loop over blocks, an inner loop over steps.
+    With ``cached`` (a KV cache): one ``prefill`` per block, then ``window`` calls."""
     b, length = st["x"].shape
     pos = jnp.arange(length)
     nb = s.num_blocks
@@ -324,16 +337,20 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
         in_block = (pos >= start) & (pos < start + s.block_length)
         masked_B = jnp.sum((st["x"] == s.mask_id) & in_block[None], axis=-1)
         schedule = num_transfer_tokens(masked_B, steps_per_block)
-        cache = None
-        if kv is not None:
-            first_logits, cache = kv.full(params, st["x"])
+        if cached is not None:
+            first_logits, cache = cached.prefill(params, st["x"], time_of(st["x"]))
             st = dict(st, model_calls=st["model_calls"] + 1)
 
+        def window_logits(x):  # the window's rows recomputed; the others stay stale
+            width = length - start if s.kv_cache == "prefix" else s.block_length
+            ids = jax.lax.dynamic_slice_in_dim(x, start, width, axis=1)
+            logits = cached.window(params, ids, cache, start, time_of(x))
+            return jax.lax.dynamic_update_slice_in_dim(first_logits, logits, start, axis=1)
+
         def logits_at(st, j):
-            if kv is None:
+            if cached is None:
                 return apply(params, st["x"], time_of(st["x"]))
-            return jax.lax.cond(j == 0, lambda: first_logits,
-                                lambda: kv.window(params, st["x"], cache, first_logits, start))
+            return jax.lax.cond(j == 0, lambda: first_logits, lambda: window_logits(st["x"]))
 
         def step(st, j):
             key = jax.random.fold_in(rng, st["step"])
@@ -348,9 +365,9 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
             else:  # the best candidate always commits, so the block loop terminates
                 best = jnp.arange(length)[None] == jnp.argmax(score, -1)[:, None]
                 commit = cand & ((score >= s.threshold) | best)
-            calls = st["model_calls"] + (1 if kv is None else (j > 0).astype(jnp.int32))
+            calls = st["model_calls"] + (1 if cached is None else (j > 0).astype(jnp.int32))
             st = dict(_commit(st, commit, x0), model_calls=calls)
-            if kv is not None:  # Fast-dLLM's cached loop calls once more in such blocks
+            if cached is not None:  # Fast-dLLM's cached loop calls once more in such blocks
                 done = (j == 0) & ~jnp.any((st["x"] == s.mask_id) & in_block[None])
                 st["first_call_blocks"] = st["first_call_blocks"] + done.astype(jnp.int32)
             return st
@@ -368,7 +385,7 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
 
         return jax.lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))[0]
 
-    if kv is not None and kv.mode == "prefix":  # the recomputed window varies per block
+    if cached is not None and s.kv_cache == "prefix":  # the window's width varies per block
         for blk in range(nb):
             st = block_body(blk, st)
         return st
@@ -391,8 +408,9 @@ def result_shardings(mesh, *, debug: bool = False) -> dict:
 
 
 def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shardings=None,
-                   rules=None, model_cfg=None, debug: bool = False):
-    """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given.
+                   rules=None, cached=None, debug: bool = False):
+    """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given;
+    ``cached``: the model's cached forward for ``s.kv_cache`` (see :func:`generate`).
 
     The batch is sharded over the data axes, padded to a multiple of the data-parallel
     size with rows that have nothing to decode (dropped from the result); parameters
@@ -401,7 +419,7 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
     """
     def fn(params, canvas, rng):
         return generate(apply, params, canvas, rng, s, gen_start=gen_start, debug=debug,
-                        model_cfg=model_cfg)
+                        cached=cached)
 
     if mesh is None:
         return jax.jit(fn)
