@@ -147,3 +147,28 @@ def test_published_call_count_adds_one_per_block_decoded_by_its_first_call(train
     out = jax.device_get(fn(params, canvas, jax.random.key(0)))
     assert int(out["model_calls"]) == s.num_blocks == int(out["first_call_blocks"])
     assert sampler.reference_model_calls(out, s) == 2 * s.num_blocks
+
+
+def test_kv_cache_samples_alike_on_one_and_eight_devices(trained):
+    """The cached sampler on a (4, 1, 2) mesh (batch over data, heads over tensor, the
+    cache sharded as the activations) decodes the tokens of one device."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from mdlm_jax.parallel import mesh as mesh_lib
+    from mdlm_jax.parallel import sharding
+
+    c, apply, params = trained
+    one = sample(c, apply, params, "confidence", "dual")
+    c = c.copy_and_resolve_references()
+    c.mesh.shape = (4, 1, 2)
+    mesh = mesh_lib.make_mesh(c.mesh)
+    _, shapes, axes = model.abstract(c.model)
+    shard = sharding.param_shardings(axes, shapes, c.mesh.rules, mesh)
+    s = sampler.Settings.from_config(c, strategy="confidence", kv_cache="dual", threshold=0.7)
+    canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 4)
+    canvas = canvas.at[1:, :8].set(jnp.asarray([encode(TEXT[i:i + 8]) for i in (3, 11, 20)]))
+    fn = sampler.make_sample_fn(apply, s, gen_start=start, mesh=mesh, param_shardings=shard,
+                                rules=c.mesh.rules, cached=apply.cached)
+    many = jax.device_get(fn(jax.device_put(params, shard), canvas, jax.random.key(0)))
+    np.testing.assert_array_equal(one["tokens"], many["tokens"])
+    assert int(one["model_calls"]) == int(many["model_calls"])
