@@ -29,7 +29,6 @@ from flax import nnx
 from mdlm_jax.model.transformer import (
     KVCache,
     Transformer,
-    check_cacheable,
     embed_tokens,
     head_dim,
     kv_heads,
@@ -146,5 +145,5 @@ def count_params(params) -> int:
 
 
 __all__ = ["Apply", "CachedForward", "KVCache", "Transformer", "abstract", "bind", "build",
-           "check_cacheable", "count_params", "create", "embed_tokens", "head_dim", "init_fn",
+           "count_params", "create", "embed_tokens", "head_dim", "init_fn",
            "kv_heads", "logical_axes_of", "make_apply"]
