@@ -250,16 +250,18 @@ def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
 
 def nearest_key(config: mlc.ConfigDict, dotted: str) -> str | None:
     """The declared key closest to ``dotted`` (for 'did you mean' errors)."""
-    keys = list(_flat_keys(config))
+    keys = list(flat_keys(config))
     match = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.0)
     return match[0] if match else None
 
 
-def _flat_keys(config, prefix=""):
+def flat_keys(config, prefix="", *, whole=()):
+    """Dotted keys of a ConfigDict; the groups named in ``whole`` (e.g. ``loss.terms``,
+    whose entries are data) count as one key."""
     for k, v in config.items():
         name = f"{prefix}{k}"
-        if isinstance(v, mlc.ConfigDict):
-            yield from _flat_keys(v, name + ".")
+        if isinstance(v, mlc.ConfigDict) and name not in whole:
+            yield from flat_keys(v, name + ".", whole=whole)
         else:
             yield name
 

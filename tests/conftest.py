@@ -212,12 +212,8 @@ def run_two_processes(argv_of, *, timeout_s, extra_env=None):
     return failures
 
 
-def flat_config_keys(c, prefix=""):
+def flat_config_keys(c):
     """Dotted keys of a ConfigDict (``loss.terms`` counts as one key: its entries are data)."""
-    import ml_collections as mlc
+    from mdlm_jax.config_base import flat_keys
 
-    for k, v in c.items():
-        if isinstance(v, mlc.ConfigDict) and f"{prefix}{k}" != "loss.terms":
-            yield from flat_config_keys(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
+    return flat_keys(c, whole=("loss.terms",))
