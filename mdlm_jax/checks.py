@@ -77,7 +77,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     """
     from mdlm_jax import train_state
     from mdlm_jax.checkpoint import integrity
-    from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
+    from mdlm_jax.data import packing, prompt_answer, registry, tokenizers
     from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
     from mdlm_jax.model.transformer import validate_model_config
 
@@ -85,7 +85,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     validate_model_config(m)
     for rng in RANGES:
         _check_range(config, *rng)
-    _check_choice("data.name", d.name, ("prompt_answer", *builders.BUILDERS))
+    _check_choice("data.name", d.name, tuple(registry.DATASETS))
     _check_choice("data.tokenizer", d.tokenizer, tokenizers.TOKENIZERS)
     _check_choice("data.packing", d.packing, packing.PACKINGS)
     _check_choice("data.chat_template", d.chat_template, prompt_answer.TEMPLATES)
