@@ -43,6 +43,7 @@ RANGES = (
     ("lora.rank", 0, True, None, None),
     ("sampler.batch_size", 1, True, None, None),
     ("sampler.eos_id", -1, True, None, None),
+    ("data.eos_id", -1, True, None, None),
     ("eval.mc_samples", 1, True, None, None),
     ("eval.num_batches", 0, True, None, None),
     ("eval.batch_size", 1, True, None, None),
@@ -160,6 +161,9 @@ def check_tokenizer(config):
         raise ValueError(f"the {config.data.tokenizer!r} tokenizer emits {tok.vocab_size} ids "
                          f"but model.vocab_size={config.model.vocab_size}; raise "
                          "model.vocab_size")
+    if config.data.eos_id >= 0 and config.data.eos_id != tok.eos_id:
+        raise ValueError(f"data.eos_id={config.data.eos_id} differs from the tokenizer's EOS "
+                         f"id {tok.eos_id}; drop the setting (-1 reads it from the tokenizer)")
     own_mask = config.diffusion.mask_id == tok.mask_id  # the tokenizer's mask token
     if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id and not own_mask:
         raise ValueError(f"diffusion.mask_id={config.diffusion.mask_id} collides with the "

@@ -39,7 +39,6 @@ class Projection(nnx.Module):
         self.lora_a = None
         self.lora_b = None
         self.lora_scale = 0.0
-        self.lora_dropout = 0.0
 
     def __call__(self, x, dtype):
         n_in = len(self.in_shape)
