@@ -271,7 +271,7 @@ def test_invariance_report_tells_invariant_from_distracted_models():
 
     def distracted(params, tokens, t=None, **kw):  # every position sees the mask count
         n = jnp.sum(tokens == MASK, axis=-1)[:, None, None].astype(jnp.float32)
-        return table[tokens] + 0.3 * n * table[0]
+        return table[tokens] + 0.3 * n * table[0][None, None, :]
 
     counts = (0, 4, 13)
     r_inv = invariance.invariance_report(invariant, {}, [batch], c, counts)
