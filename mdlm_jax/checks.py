@@ -43,6 +43,7 @@ RANGES = (
     ("lora.rank", 0, True, None, None),
     ("sampler.batch_size", 1, True, None, None),
     ("sampler.eos_id", -1, True, None, None),
+    ("data.eos_id", -1, True, None, None),
     ("eval.mc_samples", 1, True, None, None),
     ("eval.num_batches", 0, True, None, None),
     ("eval.batch_size", 1, True, None, None),
@@ -77,7 +78,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     """
     from mdlm_jax import train_state
     from mdlm_jax.checkpoint import integrity
-    from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
+    from mdlm_jax.data import packing, prompt_answer, registry, tokenizers
     from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
     from mdlm_jax.model.transformer import validate_model_config
 
@@ -85,7 +86,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     validate_model_config(m)
     for rng in RANGES:
         _check_range(config, *rng)
-    _check_choice("data.name", d.name, ("prompt_answer", *builders.BUILDERS))
+    _check_choice("data.name", d.name, tuple(registry.DATASETS))
     _check_choice("data.tokenizer", d.tokenizer, tokenizers.TOKENIZERS)
     _check_choice("data.packing", d.packing, packing.PACKINGS)
     _check_choice("data.chat_template", d.chat_template, prompt_answer.TEMPLATES)
@@ -161,6 +162,9 @@ def check_tokenizer(config):
         raise ValueError(f"the {config.data.tokenizer!r} tokenizer emits {tok.vocab_size} ids "
                          f"but model.vocab_size={config.model.vocab_size}; raise "
                          "model.vocab_size")
+    if config.data.eos_id >= 0 and config.data.eos_id != tok.eos_id:
+        raise ValueError(f"data.eos_id={config.data.eos_id} differs from the tokenizer's EOS "
+                         f"id {tok.eos_id}; drop the setting (-1 reads it from the tokenizer)")
     own_mask = config.diffusion.mask_id == tok.mask_id  # the tokenizer's mask token
     if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id and not own_mask:
         raise ValueError(f"diffusion.mask_id={config.diffusion.mask_id} collides with the "

@@ -199,14 +199,10 @@ class PromptAnswer(builders._LocalBuilder):
                                     template=cfg.chat_template, system=system, where=where)
 
 
-def builder_config(data_cfg) -> PromptAnswerConfig:
+def builder_config(data_cfg, files: str) -> PromptAnswerConfig:
     if data_cfg.chat_template not in TEMPLATES:
         raise ValueError(f"data.chat_template={data_cfg.chat_template!r} is unknown; "
                          f"use one of {TEMPLATES}")
-    files = data_cfg.files or ""
-    if not files:
-        raise ValueError("data.name='prompt_answer' needs data.files: a glob of .jsonl files "
-                         f"or {EMBEDDED!r} for the generated multiple-choice set")
     src = EMBEDDED if files == EMBEDDED else "f" + hashlib.sha1(files.encode()).hexdigest()[:6]
     parts = [tokenizer_tag(data_cfg), data_cfg.chat_template or "plain",
              str(int(data_cfg.seq_len)), src]
@@ -216,18 +212,10 @@ def builder_config(data_cfg) -> PromptAnswerConfig:
         chat_template=data_cfg.chat_template, files=files, description=f"files={files!r}")
 
 
-def get_builder(data_cfg) -> PromptAnswer:
-    return PromptAnswer(config=builder_config(data_cfg),
+def get_builder(data_cfg, files: str) -> PromptAnswer:
+    """The builder of ``files`` for ``data_cfg`` (a ``registry.Dataset.builder``)."""
+    return PromptAnswer(config=builder_config(data_cfg, files),
                         data_dir=builders.default_data_dir(data_cfg), file_format="array_record")
-
-
-def load_builder(data_cfg) -> PromptAnswer:
-    """The prepared builder, built on first use (a build that fails leaves nothing behind)."""
-    return builders.build_once(lambda: get_builder(data_cfg))[0]
-
-
-def data_source(data_cfg, split: str):
-    return builders.split_source(load_builder(data_cfg), split, "prompt_answer")
 
 
 def main(argv=None) -> None:
@@ -240,6 +228,8 @@ def main(argv=None) -> None:
 def _build(argv) -> None:
     import argparse
 
+    from mdlm_jax.data import registry
+
     parser = argparse.ArgumentParser(description="Build a prompt_answer dataset once.")
     parser.add_argument("--files", default=EMBEDDED)
     parser.add_argument("--tokenizer", default="char")
@@ -249,7 +239,7 @@ def _build(argv) -> None:
     parser.add_argument("--data_dir", default="")
     args = parser.parse_args(argv)
     cfg = builders.data_config(name="prompt_answer", **vars(args))
-    builder = load_builder(cfg)
+    builder = registry.load_builder(cfg)
     sizes = {k: int(v.num_examples) for k, v in builder.info.splits.items()}
     print(f"prompt_answer ({builder.builder_config.name}) in {builder.data_dir}: {sizes}")
 

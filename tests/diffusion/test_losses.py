@@ -295,7 +295,7 @@ def test_chunked_output_head_equals_the_plain_loss_and_gradients(family, term, o
         c.model = mcfg
         c.loss.terms = {term: 1.0}
         c.loss.logits_chunk = chunk
-        c.loss.mask_agnostic.eos_id, c.loss.mask_agnostic.max_masks = 18, 6
+        c.data.eos_id, c.loss.mask_agnostic.max_masks = 18, 6
         c.loss.mask_agnostic.pretrain_answer_len = 8
 
         def loss(p, c=c):
