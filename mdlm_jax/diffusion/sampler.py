@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdlm_jax.config_base import base_config
 from mdlm_jax.diffusion import parameterization, schedules
 from mdlm_jax.diffusion.categorical import confidence, filter_logits, sample_x0
 
@@ -52,32 +53,36 @@ TIME_GRIDS = ("uniform", "cosine")
 REMASKING = ("low_confidence", "random")
 
 
+# The sampler's defaults are declared once, in ``config_base`` (the ``sampler`` group).
+_DEFAULTS = base_config().sampler
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the loop needs, resolved from ``config.sampler`` (+ model/diffusion)."""
 
-    strategy: str = "ancestral"
-    steps: int = 64
-    gen_length: int = 128
-    block_length: int = 128
-    extra_masks: int = 0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    time_grid: str = "uniform"
-    use_cache: bool = True
-    remasking: str = "low_confidence"
-    threshold: float = 0.9
-    kv_cache: str = "none"
+    strategy: str = _DEFAULTS.strategy
+    steps: int = _DEFAULTS.steps
+    gen_length: int = _DEFAULTS.gen_length
+    block_length: int = _DEFAULTS.block_length
+    extra_masks: int = _DEFAULTS.extra_masks
+    temperature: float = _DEFAULTS.temperature
+    top_k: int = _DEFAULTS.top_k
+    top_p: float = _DEFAULTS.top_p
+    time_grid: str = _DEFAULTS.time_grid
+    use_cache: bool = _DEFAULTS.use_cache
+    remasking: str = _DEFAULTS.remasking
+    threshold: float = _DEFAULTS.threshold
+    kv_cache: str = _DEFAULTS.kv_cache
     mask_in_softmax: bool = False  # True: keep the mask token (published LLaDA / Fast-dLLM)
-    suppress_eos_confidence: bool = False
-    eos_id: int = -1
+    suppress_eos_confidence: bool = _DEFAULTS.suppress_eos_confidence
+    eos_id: int = _DEFAULTS.eos_id
     mask_id: int = 0
     time_conditioning: bool = False
     max_length: int = 1024
     vocab_size: int = 0  # 0: prompt ids unchecked
     schedule: schedules.Schedule = schedules.LogLinear()
-    seed: int = 0
+    seed: int = _DEFAULTS.seed
 
     @classmethod
     def from_config(cls, config, **overrides) -> Settings:
