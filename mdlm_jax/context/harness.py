@@ -40,7 +40,7 @@ def encode_point(point, model: Model, cx):
     mask tokens."""
     tok = model.tokenizer
     prompt = tasks.build_prompt(cx.seed, point.relevant, point.distractor, point.index,
-                                point.layout)
+                                point.layout, tasks.word_lists(cx.words))
     slot_id = tok.eos_id if model.causal else model.mask_id
     k = point.extra
     if point.filler == "dot":

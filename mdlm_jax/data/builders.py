@@ -15,6 +15,9 @@ Datasets (``data.name``):
   ``.jsonl``/``.jsonl.gz``/``.parquet`` with a ``text`` field); every 100th document (1%, about
   80k of the 8M pages, close to MDLM's last-100k) is validation.
 
+* ``context_tasks``: the context suite's task format mixed with the embedded corpus
+  (``task_documents.py``; settings ``data.context_tasks``). Built on first use.
+
 ``text_files`` and ``openwebtext`` must be built once with ``python -m mdlm_jax.data.prepare``.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import shlex
@@ -32,7 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mdlm_jax.data import documents, packing
+from mdlm_jax.data import documents, packing, task_documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 
@@ -127,7 +131,27 @@ class OpenWebText(TextFiles):
     name = "mdlm_openwebtext"
 
 
-BUILDERS = {"embedded": EmbeddedCorpus, "text_files": TextFiles, "openwebtext": OpenWebText}
+@dataclasses.dataclass(eq=False)
+class ContextTasksConfig(PackedConfig):
+    tasks: str = ""  # data.context_tasks as JSON
+
+
+class ContextTasks(_PackedBuilder):
+    """The context suite's task format mixed with the embedded corpus (``task_documents``)."""
+
+    name = "mdlm_context_tasks"
+
+    def _generate_examples(self, split):
+        cfg = self.builder_config
+        tok = get_tokenizer(cfg)
+        data_cfg = SimpleNamespace(seq_len=cfg.seq_len, context_tasks=json.loads(cfg.tasks))
+        docs = task_documents.mixed_documents(data_cfg, split, tok)
+        yield from enumerate(packing.pack(docs, cfg.packing, cfg.seq_len, tok.eos_id))
+
+
+BUILDERS = {"embedded": EmbeddedCorpus, "text_files": TextFiles, "openwebtext": OpenWebText,
+            "context_tasks": ContextTasks}
+GENERATED = ("embedded", "context_tasks")  # need no files; built on first use
 
 
 def default_data_dir(data_cfg) -> str:
@@ -141,6 +165,8 @@ def builder_config(data_cfg) -> PackedConfig:
         raise ValueError(f"Unknown dataset {data_cfg.name!r}; valid: {', '.join(BUILDERS)}.")
     packing.check_packing(data_cfg.packing, data_cfg.seq_len)
     parts = [tokenizer_tag(data_cfg), data_cfg.packing, str(int(data_cfg.seq_len))]
+    if data_cfg.name == "context_tasks":
+        return _context_tasks_config(data_cfg, parts)
     files = data_cfg.files if data_cfg.name != "embedded" else ""
     if data_cfg.name != "embedded" and not files:
         raise ValueError(f"data.name={data_cfg.name!r} needs data.files (a glob of local files).")
@@ -158,6 +184,18 @@ def builder_config(data_cfg) -> PackedConfig:
     )
 
 
+def _context_tasks_config(data_cfg, parts) -> ContextTasksConfig:
+    if data_cfg.packing != "wrap":
+        raise ValueError("data.name='context_tasks' packs documents with data.packing='wrap' "
+                         f"(got {data_cfg.packing!r})")
+    tasks_json = json.dumps(task_documents.settings(data_cfg), sort_keys=True)
+    parts.append("t" + hashlib.sha1(tasks_json.encode()).hexdigest()[:8])
+    return ContextTasksConfig(
+        name="_".join(parts), version=_PackedBuilder.VERSION, tokenizer=data_cfg.tokenizer,
+        tokenizer_path=data_cfg.tokenizer_path or "", seq_len=int(data_cfg.seq_len),
+        packing=data_cfg.packing, tasks=tasks_json, description=f"context_tasks {tasks_json}")
+
+
 def get_builder(data_cfg) -> _PackedBuilder:
     cls = BUILDERS.get(data_cfg.name)
     config = builder_config(data_cfg)
@@ -167,7 +205,7 @@ def get_builder(data_cfg) -> _PackedBuilder:
 def prepare_command(data_cfg) -> str:
     """The shell command that builds the dataset ``data_cfg`` describes."""
     args = ["python", "-m", "mdlm_jax.data.prepare", "--name", data_cfg.name]
-    if data_cfg.name != "embedded":
+    if data_cfg.name not in GENERATED:
         args += ["--files", data_cfg.files]
     args += ["--tokenizer", data_cfg.tokenizer]
     if data_cfg.tokenizer_path:
@@ -220,7 +258,7 @@ def load_builder(data_cfg) -> _PackedBuilder:
     builder = get_builder(data_cfg)
     if builder.is_prepared():
         return builder
-    if data_cfg.name == "embedded":
+    if data_cfg.name in GENERATED:
         return prepare(data_cfg, builder)[0]
     raise FileNotFoundError(
         f"Prepared dataset {data_cfg.name!r} not found: expected {builder.data_dir}. "
