@@ -173,7 +173,9 @@ def check_tokenizer(config):
     return tok
 
 
-def check_batch_tokens(tokens, config) -> None:
+def check_batch_tokens(tokens, config, valid=None) -> None:
+    """Ids inside the vocabulary; for diffusion, the mask id only where ``valid`` is False
+    (masks given as input, as the ``context_tasks`` corpus does)."""
     tokens = np.asarray(tokens)
     lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= config.model.vocab_size:
@@ -184,6 +186,9 @@ def check_batch_tokens(tokens, config) -> None:
     if tokens.shape[-1] > config.model.max_length:
         raise ValueError(f"batch length {tokens.shape[-1]} exceeds model.max_length="
                          f"{config.model.max_length}")
-    if is_diffusion(config) and np.any(tokens == config.diffusion.mask_id):
+    given = tokens == config.diffusion.mask_id
+    if valid is not None:
+        given = given & np.asarray(valid, bool)
+    if is_diffusion(config) and np.any(given):
         raise ValueError(f"a batch holds the mask id {config.diffusion.mask_id} as data; the "
                          "dataset's tokenizer overlaps the mask id: change diffusion.mask_id")

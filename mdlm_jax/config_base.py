@@ -96,7 +96,7 @@ def base_config() -> mlc.ConfigDict:
 
     # ---------------------------------------------------------------- data
     da = c.data = mlc.ConfigDict()
-    da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer
+    da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer | context_tasks
     da.data_dir = ""  # TFDS data_dir ('' : $TFDS_DATA_DIR or ~/tensorflow_datasets)
     da.files = ""  # glob of local files for text_files / prompt_answer
     da.tokenizer = "char"  # char | gpt2 | hf
@@ -111,6 +111,13 @@ def base_config() -> mlc.ConfigDict:
     da.eval_split = "validation"
     da.shuffle = True
     da.num_workers = 0
+    ct = da.context_tasks = mlc.ConfigDict()  # the generated task corpus (task_documents.py)
+    ct.fraction = 0.5  # share of tokens from task documents (the rest: the embedded corpus)
+    ct.documents = 20000  # task documents in the train split (validation: 1 in 50)
+    ct.max_relevant = 4  # relevant examples per document: 1..max_relevant
+    ct.max_distractors = 8  # distractor examples: 0..max_distractors (fewer if too long)
+    ct.max_filler = 32  # masks or ' .' after the last question: 1..max_filler
+    ct.seed = 0
 
     # ----------------------------------------------------------- optimizer
     o = c.optimizer = mlc.ConfigDict()
@@ -190,6 +197,8 @@ def base_config() -> mlc.ConfigDict:
     cx.relevant_tasks = ("adjective", "verb", "animal", "colour", "fruit", "country",
                          "sport", "instrument")
     cx.distractor_tasks = ("smallest", "largest")
+    cx.words = "all"  # all | heldout (the evaluation words of models trained on the
+    # context_tasks corpus) | train (its training words): context/tasks.py word_lists
     cx.points = 1000  # test points per task pair
     cx.n_relevant = 10  # in-context examples of the relevant task
     cx.n_distractors = 40  # in-context examples of the distractor task

@@ -208,7 +208,7 @@ def _loop(run: TrainRun) -> dict:
             micro = [next(run.data_it) for _ in range(accum)]
             if tcfg.check_token_ids:
                 for b in micro:
-                    check_batch_tokens(b["tokens"], config)
+                    check_batch_tokens(b["tokens"], config, b.get("valid"))
             run.batch = _global_batch(run.plan, micro)
             run.state, metrics = step_fn(run.state, run.batch, run.frozen, run.base_key)
             if run.pending is not None:

@@ -15,6 +15,9 @@ Datasets (``data.name``):
   ``.jsonl``/``.jsonl.gz``/``.parquet`` with a ``text`` field); every 100th document (1%, about
   80k of the 8M pages, close to MDLM's last-100k) is validation.
 
+* ``context_tasks``: the context suite's task format mixed with the embedded corpus
+  (``task_documents.py``; settings ``data.context_tasks``). Built on first use.
+
 ``text_files`` and ``openwebtext`` must be built once with ``python -m mdlm_jax.data.prepare``.
 Which builder a ``data.name`` means, and how it is built, is ``registry.DATASETS``.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 from types import SimpleNamespace
@@ -32,7 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mdlm_jax.data import documents, packing
+from mdlm_jax.data import documents, packing, task_documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 
@@ -130,6 +134,24 @@ class OpenWebText(TextFiles):
     FILES_IN_NAME = False
 
 
+@dataclasses.dataclass(eq=False)
+class ContextTasksConfig(PackedConfig):
+    tasks: str = ""  # data.context_tasks as JSON
+
+
+class ContextTasks(_PackedBuilder):
+    """The context suite's task format mixed with the embedded corpus (``task_documents``)."""
+
+    name = "mdlm_context_tasks"
+
+    def _generate_examples(self, split):
+        cfg = self.builder_config
+        tok = get_tokenizer(cfg)
+        data_cfg = SimpleNamespace(seq_len=cfg.seq_len, context_tasks=json.loads(cfg.tasks))
+        docs = task_documents.mixed_documents(data_cfg, split, tok)
+        yield from enumerate(packing.pack(docs, cfg.packing, cfg.seq_len, tok.eos_id))
+
+
 def default_data_dir(data_cfg) -> str:
     """``data.data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
     d = data_cfg.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
@@ -140,6 +162,8 @@ def builder_config(data_cfg, cls, files: str = "") -> PackedConfig:
     """The config of builder ``cls`` for ``data_cfg``'s settings, reading ``files``."""
     packing.check_packing(data_cfg.packing, data_cfg.seq_len)
     parts = [tokenizer_tag(data_cfg), data_cfg.packing, str(int(data_cfg.seq_len))]
+    if cls is ContextTasks:
+        return _context_tasks_config(data_cfg, parts)
     if cls.FILES_IN_NAME:
         parts.append("f" + hashlib.sha1(files.encode()).hexdigest()[:6])
     return PackedConfig(
@@ -152,6 +176,18 @@ def builder_config(data_cfg, cls, files: str = "") -> PackedConfig:
         files=files,
         description=f"{data_cfg.name} files={files!r}",
     )
+
+
+def _context_tasks_config(data_cfg, parts) -> ContextTasksConfig:
+    if data_cfg.packing != "wrap":
+        raise ValueError("data.name='context_tasks' packs documents with data.packing='wrap' "
+                         f"(got {data_cfg.packing!r})")
+    tasks_json = json.dumps(task_documents.settings(data_cfg), sort_keys=True)
+    parts.append("t" + hashlib.sha1(tasks_json.encode()).hexdigest()[:8])
+    return ContextTasksConfig(
+        name="_".join(parts), version=_PackedBuilder.VERSION, tokenizer=data_cfg.tokenizer,
+        tokenizer_path=data_cfg.tokenizer_path or "", seq_len=int(data_cfg.seq_len),
+        packing=data_cfg.packing, tasks=tasks_json, description=f"context_tasks {tasks_json}")
 
 
 def get_builder(cls, data_cfg, files: str = "") -> _PackedBuilder:

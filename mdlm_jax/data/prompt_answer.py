@@ -7,6 +7,9 @@ Sources (``data.name='prompt_answer'``):
   ``question`` and ``response``;
 * ``data.files='embedded'``: a small multiple-choice set generated in code
   (:func:`embedded_examples`, the paper's task family), for the quickstart fine-tune.
+* ``data.files='context_tasks'``: the context suite's prompts with the answer letter as
+  the answer, from the generated task corpus (``task_documents.prompt_answer_examples``,
+  settings ``data.context_tasks``), for the mask-agnostic fine-tunes of ``configs/repro``.
 
 Chat templates (``data.chat_template``): ``''`` (plain: prompt then answer, a system prompt
 joined by a blank line) and ``'llada'`` (LLaDA / Llama-3 headers; the answer ends with
@@ -40,16 +43,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from mdlm_jax.context import tasks
-from mdlm_jax.data import builders, documents
+from mdlm_jax.data import builders, documents, task_documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 EMBEDDED = "embedded"
+CONTEXT_TASKS = "context_tasks"
 TEMPLATES = ("", "llada")
 LLADA_BOS = "<|startoftext|>"
 
@@ -162,6 +168,7 @@ class PromptAnswerConfig(tfds.core.BuilderConfig):
     seq_len: int = 128
     chat_template: str = ""
     files: str = EMBEDDED
+    tasks: str = ""  # files='context_tasks': data.context_tasks as JSON
 
 
 class PromptAnswer(builders._LocalBuilder):
@@ -190,11 +197,14 @@ class PromptAnswer(builders._LocalBuilder):
     def _generate_examples(self, split):
         cfg = self.builder_config
         tok = get_tokenizer(cfg)
-        embedded = cfg.files == EMBEDDED
-        source = embedded_examples() if embedded else read_jsonl(cfg.files)
-        every = 20 if embedded else 100
-        for i, (prompt, answer, system, where) in enumerate(
-                documents.split_documents(source, split, every)):
+        if cfg.files == CONTEXT_TASKS:
+            data_cfg = SimpleNamespace(seq_len=cfg.seq_len, context_tasks=json.loads(cfg.tasks))
+            source = task_documents.prompt_answer_examples(data_cfg, split, tok)
+        else:
+            embedded = cfg.files == EMBEDDED
+            source = embedded_examples() if embedded else read_jsonl(cfg.files)
+            source = documents.split_documents(source, split, 20 if embedded else 100)
+        for i, (prompt, answer, system, where) in enumerate(source):
             yield i, encode_example(tok, prompt, answer, cfg.seq_len,
                                     template=cfg.chat_template, system=system, where=where)
 
@@ -204,12 +214,17 @@ def builder_config(data_cfg, files: str) -> PromptAnswerConfig:
         raise ValueError(f"data.chat_template={data_cfg.chat_template!r} is unknown; "
                          f"use one of {TEMPLATES}")
     src = EMBEDDED if files == EMBEDDED else "f" + hashlib.sha1(files.encode()).hexdigest()[:6]
+    tasks_json = ""
+    if files == CONTEXT_TASKS:
+        tasks_json = json.dumps(task_documents.settings(data_cfg), sort_keys=True)
+        src = "t" + hashlib.sha1(tasks_json.encode()).hexdigest()[:8]
     parts = [tokenizer_tag(data_cfg), data_cfg.chat_template or "plain",
              str(int(data_cfg.seq_len)), src]
     return PromptAnswerConfig(
         name="_".join(parts), version=PromptAnswer.VERSION, tokenizer=data_cfg.tokenizer,
         tokenizer_path=data_cfg.tokenizer_path or "", seq_len=int(data_cfg.seq_len),
-        chat_template=data_cfg.chat_template, files=files, description=f"files={files!r}")
+        chat_template=data_cfg.chat_template, files=files, tasks=tasks_json,
+        description=f"files={files!r}")
 
 
 def get_builder(data_cfg, files: str) -> PromptAnswer:

@@ -35,10 +35,12 @@ DATASETS = {
                           files=_LOCAL_FILES),
     "openwebtext": Dataset(functools.partial(builders.get_builder, builders.OpenWebText),
                            files=_LOCAL_FILES),
+    "context_tasks": Dataset(functools.partial(builders.get_builder, builders.ContextTasks),
+                             built_on_first_use=True),
     "prompt_answer": Dataset(
         prompt_answer.get_builder, built_on_first_use=True, to_batch=prompt_answer.batch_fields,
-        files=f"a glob of .jsonl files or {prompt_answer.EMBEDDED!r} for the generated "
-              "multiple-choice set",
+        files=f"a glob of .jsonl files, or {prompt_answer.EMBEDDED!r} / "
+              f"{prompt_answer.CONTEXT_TASKS!r} for a generated multiple-choice set",
         batch_fields=("tokens", "valid", "prompt_mask", "answer_mask")),
 }
 

@@ -52,9 +52,9 @@ def test_a_registered_dataset_flows_through_pipeline_and_prepare(counting, tmp_p
 def test_files_requirement_and_unknown_names_come_from_the_registry(tmp_path):
     with pytest.raises(ValueError, match="data.name='text_files' needs data.files: a glob"):
         registry.get_builder(data_config(name="text_files", data_dir=str(tmp_path)))
-    with pytest.raises(ValueError, match="needs data.files: a glob of .jsonl files or 'embedded'"):
+    with pytest.raises(ValueError, match="needs data.files: a glob of .jsonl files, or 'emb"):
         registry.get_builder(data_config(name="prompt_answer", files="", data_dir=str(tmp_path)))
-    with pytest.raises(ValueError, match="valid: embedded, text_files, openwebtext, prompt_answer"):
+    with pytest.raises(ValueError, match="valid: embedded, text_files, openwebtext, context_t"):
         registry.dataset("c4")
     # a dataset that reads no files ignores data.files: the same prepared dataset
     a = registry.get_builder(data_config(data_dir=str(tmp_path)))
