@@ -23,7 +23,8 @@ The rule, declared before any result is read (:data:`RULE`; the report prints it
 - and in any case **inconclusive** when a model in the contrast does not do the task: its
   restricted accuracy (argmax over A / B / C) with the relevant examples next to the
   question is not above chance (the 95% CI of restricted accuracy minus the best constant
-  letter's score, 1/3 with balanced answers, is not above zero; :func:`does_task`). Differences of a model at chance say nothing about context use.
+  letter's score, 1/3 with balanced answers, is not above zero; :func:`does_task`): the
+  differences of a model at chance say nothing about its use of the context.
 """
 
 from __future__ import annotations
@@ -268,6 +269,6 @@ def relative_degradation(summary: dict, series=None) -> float | None:
 
 
 __all__ = ["CHANCE", "INCONCLUSIVE", "MEASURES", "NOT_REPRODUCED", "REPRODUCED", "RULE",
-           "Contrast", "Paired", "above_chance", "baseline", "chance_level", "contrasts", "does_task",
-           "index_results", "paired",
-           "question", "relative_degradation", "verdict"]
+           "Contrast", "Paired", "above_chance", "baseline", "chance_level", "contrasts",
+           "does_task", "index_results", "paired", "question", "relative_degradation",
+           "verdict"]
