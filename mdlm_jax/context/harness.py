@@ -270,6 +270,8 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
     header = {"experiment": exp.name, "model": model.name, "model_path": cx.model_path,
               "tokenizer": model.tokenizer.name, "seed": cx.seed, "dtype": cx.dtype,
               "mask_in_softmax": "keep" if model.keep_mask else "drop"}
+    if cx.words != "all":  # (absent for every word: folders of earlier runs stay valid)
+        header["words"] = cx.words
     if jax.process_index() == 0:
         _claim_folder(folder, header)
     size = cx.batch_size

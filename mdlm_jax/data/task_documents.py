@@ -108,7 +108,7 @@ def _fit(seed: str, rel: str, dis: str, index: int, layout: tasks.Layout, encode
 
 
 def task_document(index: int, split: str, s: dict, tok, seq_len: int):
-    """``(token ids, valid flags, text)`` of the ``index``-th task document of ``split``."""
+    """``(token ids, valid flags)`` of the ``index``-th task document of ``split``."""
     words = tasks.word_lists("train")
     seed = f"context_tasks{s['seed']}/{split}"
     rng = random.Random(f"{seed}/draw/{index}")
@@ -130,7 +130,7 @@ def task_document(index: int, split: str, s: dict, tok, seq_len: int):
     if kind == "mask":
         for i in range(*enc.filler):
             valid[i] = False
-    return ids, valid, tok.decode(ids)
+    return ids, valid
 
 
 def prompt_answer_examples(data_cfg, split: str, tok) -> Iterator[tuple[str, str, str, str]]:
@@ -178,7 +178,7 @@ def mixed_documents(data_cfg, split: str, tok) -> Iterator[tuple[list[int], list
             text_tokens += len(ids) + 1
             yield ids, [True] * len(ids)
             continue
-        ids, valid, _ = task_document(index, split, s, tok, int(data_cfg.seq_len))
+        ids, valid = task_document(index, split, s, tok, int(data_cfg.seq_len))
         index += 1
         task_tokens += len(ids) + 1
         yield ids, valid
