@@ -21,7 +21,9 @@ case "$SIZE" in
   *) echo "error: unknown size '$SIZE'; use: bash launch/reproduce.sh [cpu|gpu|smoke]" >&2; exit 2 ;;
 esac
 RUNS="${RUNS:-runs/repro_$SIZE}"
-if [ "$SIZE" = smoke ]; then OUT="${OUT:-$RUNS/REPRODUCTION.md}"; else OUT="${OUT:-docs/REPRODUCTION.md}"; fi
+default_out=docs/REPRODUCTION.md
+[ "$SIZE" != smoke ] || default_out="$RUNS/REPRODUCTION.md"
+OUT="${OUT:-$default_out}"
 DRY_RUN="${DRY_RUN:-0}"
 ARMS=(mdlm ar mdlm_ma mdlm_ce mdlm_from_ar)  # training order: the fine-tunes start from these
 EXPERIMENTS=(locality extra_masks dot_filler mask_sensitivity)
@@ -36,6 +38,7 @@ fi
 if [ "$SIZE" = gpu ]; then source launch/xla_flags.sh gpu; else source launch/xla_flags.sh cpu; fi
 # Compiled programs are cached across the arms' processes (the same shapes recur).
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RUNS/jax_cache}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
 
 json_string() {  # a JSON string of $1
   local s=${1//\\/\\\\}
@@ -43,26 +46,35 @@ json_string() {  # a JSON string of $1
   printf '"%s"' "$s"
 }
 
-# run ARM STAGE CMD...: print, run and time one command (one line in RUNS/timings.jsonl).
+children_cpu() {  # user + system CPU seconds of this shell's finished children so far
+  times >"$RUNS/.times"
+  awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] }
+       printf "%.1f", s }' "$RUNS/.times"
+}
+
+# run ARM STAGE CMD...: print, run and time one command (one line in RUNS/timings.jsonl:
+# wall and CPU seconds; on a shared machine the CPU time is the steadier measure).
 run() {
   local arm=$1 stage=$2
   shift 2
   echo "+ $*"
   [ "$DRY_RUN" = 1 ] && return 0
-  local start t0 rc=0
+  local start t0 c0 rc=0
   start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   t0=$(date +%s.%N)
+  c0=$(children_cpu)
   "$@" || rc=$?
-  local seconds status=ran
+  local seconds cpu status=ran
   seconds=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  cpu=$(awk -v a="$c0" -v b="$(children_cpu)" 'BEGIN { printf "%.1f", b - a }')
   [ "$rc" = 0 ] || status="failed (exit $rc)"
-  printf '{"arm": %s, "stage": %s, "status": %s, "seconds": %s, "start": %s, "command": %s}\n' \
+  printf '{"arm": %s, "stage": %s, "status": %s, "seconds": %s, "cpu_seconds": %s, "start": %s, "command": %s}\n' \
     "$(json_string "$arm")" "$(json_string "$stage")" "$(json_string "$status")" "$seconds" \
-    "$(json_string "$start")" "$(json_string "$*")" >>"$RUNS/timings.jsonl"
+    "$cpu" "$(json_string "$start")" "$(json_string "$*")" >>"$RUNS/timings.jsonl"
   return "$rc"
 }
 
-mkdir -p "$RUNS"
+[ "$DRY_RUN" = 1 ] || mkdir -p "$RUNS"
 for arm in "${ARMS[@]}"; do
   wd="$RUNS/$arm"
   case "$arm" in
@@ -70,25 +82,24 @@ for arm in "${ARMS[@]}"; do
     mdlm_from_ar) arg="$SIZE,from=$RUNS/ar" ;;
     *) arg="$SIZE" ;;
   esac
-  if [ "$DRY_RUN" != 1 ] && python -m mdlm_jax.context.reproduction finished "$wd"; then
+  if python -m mdlm_jax.context.reproduction finished "$wd"; then
     echo "= $arm: $wd holds a finished run; not trained again"
-    continue
+  else
+    run "$arm" train python -m mdlm_jax.main train --config "configs/repro/$arm.py:$arg" --workdir "$wd"
   fi
-  run "$arm" train python -m mdlm_jax.main train --config "configs/repro/$arm.py:$arg" --workdir "$wd"
-done
-
-for arm in "${ARMS[@]}"; do
-  wd="$RUNS/$arm"
+  # Each arm is evaluated as soon as it is trained (a stopped run leaves whole arms behind).
   specs=()
   for exp in "${EXPERIMENTS[@]}"; do
-    # AR arms have no mask token: they run only the mask-free experiments (the suite refuses
-    # the others on them).
+    # AR arms have no mask token: only the mask-free experiments (the suite refuses the others).
     if [ "$arm" = ar ] && [ "$exp" != locality ]; then continue; fi
     specs+=(--config "configs/context/$exp.py:$PRESET,path=$wd")
   done
   run "$arm" evaluate python -m mdlm_jax.context.reproduction evaluate --workdir "$wd" "${specs[@]}"
 done
 
+invocation="bash launch/reproduce.sh $SIZE"
+[ "$RUNS" = "runs/repro_$SIZE" ] || invocation="RUNS=$RUNS $invocation"
+[ "$OUT" = "$default_out" ] || invocation="OUT=$OUT $invocation"
 run report report python -m mdlm_jax.context.reproduction report --runs "$RUNS" --out "$OUT" \
-  --size "$SIZE" --command "bash launch/reproduce.sh $SIZE"
+  --size "$SIZE" --command "$invocation"
 echo "reproduction ($SIZE) done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $OUT"

@@ -211,10 +211,15 @@ def _timings(runs: str) -> list[dict]:
     return _read_jsonl(os.path.join(runs, "timings.jsonl"))
 
 
-def _seconds(timings, arm, stage) -> float | None:
-    ran = [t["seconds"] for t in timings
+def _seconds(timings, arm, stage) -> str:
+    """Wall (and CPU) seconds of an arm's stage, summed over the runs that did it."""
+    ran = [t for t in timings
            if t.get("arm") == arm and t.get("stage") == stage and t.get("status") == "ran"]
-    return float(sum(ran)) if ran else None
+    if not ran:
+        return "-"
+    wall = sum(float(t["seconds"]) for t in ran)
+    cpu = [float(t["cpu_seconds"]) for t in ran if "cpu_seconds" in t]
+    return f"{wall:.0f} s" + (f" ({sum(cpu):.0f} s CPU)" if len(cpu) == len(ran) else "")
 
 
 def _num(v, fmt="{:.3f}") -> str:
@@ -281,8 +286,8 @@ def _arms_table(arms, timings) -> list[str]:
             f"| `{a['name']}` | {ARMS.get(a['name'], '')} | {parameter_count(c):,}{lora} | "
             f"{t['steps'] if t['steps'] is not None else '-'} | "
             f"{c['data']['global_batch_size']} x {c['data']['seq_len']} | {loss} | "
-            f"{_num(_seconds(timings, a['name'], 'train'), '{:.0f} s')} | "
-            f"{_num(_seconds(timings, a['name'], 'evaluate'), '{:.0f} s')} | "
+            f"{_seconds(timings, a['name'], 'train')} | "
+            f"{_seconds(timings, a['name'], 'evaluate')} | "
             f"{_num(t['tokens_per_s'], '{:,.0f}')} | {_pct(t['mfu'])} |")
     return lines
 
@@ -394,11 +399,14 @@ def _markdown(runs, out, size, command, arms, rows, figs, timings) -> str:
             L += [f"<details><summary>{a['name']}: {exp}</summary>", "",
                   report.markdown_table(experiments.get(exp), s), "</details>", ""]
     L += ["## Commands and wall times", "", "```", command or f"bash launch/reproduce.sh {size}",
-          "```", "", "| started | arm | stage | status | wall time | command |",
-          "|---|---|---|---|---|---|"]
+          "```", "", "Wall time is elapsed time; CPU time is user + system time of the command's "
+          "processes (the steadier measure on a shared machine).", "",
+          "| started | arm | stage | status | wall time | CPU time | command |",
+          "|---|---|---|---|---|---|---|"]
     L += [f"| {t.get('start', '-')} | {t.get('arm', '-')} | {t.get('stage', '-')} | "
           f"{t.get('status', '-')} | {_num(t.get('seconds'), '{:.0f} s')} | "
-          f"`{t.get('command', '')}` |" for t in timings]
+          f"{_num(t.get('cpu_seconds'), '{:.0f} s')} | `{t.get('command', '')}` |"
+          for t in timings]
     L += ["", "Each arm's resolved config is `" + runs + "/<arm>/config.json`; its metrics "
           "`metrics.jsonl`; each experiment's per-question results "
           "`context/<experiment>/results.jsonl`.", ""]
