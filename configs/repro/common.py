@@ -36,12 +36,16 @@ Sizes (``SIZES``):
 * ``cpu``: 4 layers of width 128 (0.9M parameters), 256 characters; every arm together
   trains in minutes on a 2-core CPU (measured times: docs/REPRODUCTION.md).
 * ``gpu``: 8 layers of width 512 (26.0M parameters), 1024 characters. Sized by analytic
-  FLOPs (``monitoring.flops_per_token``: 6N + attention = 2.0e8 FLOPs per token for the
-  MDLM), not measured: no GPU was available when it was chosen. At an assumed 20% MFU of
-  the H200's 989 TFLOP/s bf16 peak (~200 TFLOP/s), the MDLM's 2000 steps of 64 x 1024
-  tokens take ~130 s, the AR's 1500 ~100 s, the AR-initialised MDLM's 1000 ~65 s and each
-  mask-agnostic fine-tune (two forward passes, frozen base: 600 steps of 32 x 1024) ~30 s:
-  about 6 minutes, plus compile and start-up (~15 s an arm).
+  FLOPs (``monitoring.flops_per_token``: 6N + attention = 2.05e8 FLOPs per token for the
+  MDLM and the AR model, 3.2e8 for a mask-agnostic fine-tune: two forward passes over a
+  frozen base), not measured: no GPU was available when it was chosen. At an assumed 20%
+  MFU of the H200's 989 TFLOP/s bf16 peak (~200 TFLOP/s), the MDLM's 2000 steps of
+  64 x 1024 tokens take ~135 s, the AR's as many ~135 s, the AR-initialised MDLM's 1000
+  ~67 s and each fine-tune's 600 steps of 32 x 1024 ~31 s: about 6.7 minutes, plus
+  compile and start-up (~15 s an arm). The corpus (40,000 task documents of ~560
+  characters and a quarter of embedded text, ~30M characters: ~4 passes in the MDLM's
+  131M training tokens) and the fine-tunes' 40,000 prompts are generated on first use,
+  single-threaded, at about 1,000 documents a second on this project's loaded 2-core CPU.
 * ``smoke``: a few steps of a tiny model, for the tests.
 """
 
@@ -62,7 +66,7 @@ SIZES = {
         d_model=512, n_layers=8, n_heads=8, mlp_dim=1408, seq_len=1024, batch=64,
         steps=2000, lr=1e-3, warmup=100, from_ar_steps=1000, from_ar_lr=3e-4,
         ma_steps=600, ma_batch=32, dtype="bfloat16",
-        tasks=dict(fraction=0.75, documents=150000, max_relevant=4, max_distractors=16,
+        tasks=dict(fraction=0.75, documents=40000, max_relevant=4, max_distractors=16,
                    max_filler=64),
         probe=(0, 8, 32, 64)),
 }

@@ -73,14 +73,19 @@ def check_fits(point, enc, max_length: int, filler_tokens: int) -> None:
                      "context.n_relevant / n_distractors")
 
 
-def _check_model_for(exp, points, model: Model) -> None:
+def _points_for(exp, points, model: Model) -> list:
+    """The points ``model`` can score: a causal model has no mask token, so dot_filler
+    keeps its ``' .'`` series (and k = 0) for it; other mask experiments are refused."""
     if not model.causal:
-        return
+        return points
+    if exp.name == "dot_filler":
+        points = [p for p in points if p.filler == "dot" or p.extra == 0]
     if any(p.method in ("random", "confidence") or (p.filler == "mask" and p.extra != 0)
            for p in points):
         raise ValueError(f"experiment {exp.name!r} puts mask tokens in the prompt, and "
                          f"{model.name} is a causal (AR) model without one; run locality, "
                          "mask_location, attribution or dot_filler on it")
+    return points
 
 
 # -------------------------------------------------------------------- results
@@ -256,7 +261,7 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
         mesh = mesh_lib.make_mesh(config.mesh)
     if model is None:
         model = load_model(config, mesh)
-    _check_model_for(exp, points, model)
+    points = _points_for(exp, points, model)
     runner = Runner(model, cx, mesh, config.mesh.rules)
     folder = os.path.join(workdir, "context", folder_name or exp.name)
     path = os.path.join(folder, "results.jsonl")

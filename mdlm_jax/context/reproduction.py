@@ -35,7 +35,7 @@ ARMS = {  # the arms of configs/repro/, in training order
     "mdlm_from_ar": "AR-initialised MDLM (logits shifted, every weight trained)",
 }
 EXPERIMENTS = ("locality", "extra_masks", "dot_filler", "mask_sensitivity")
-MASK_FREE = ("locality",)  # what an AR arm runs (no mask tokens in the prompt)
+MASK_FREE = ("locality", "dot_filler")  # what an AR arm runs (dot_filler: its ' .' series)
 PAPER = {  # quoted from /work/shared/PAPER.md, sections 3-5
     "locality": "10 relevant + 40 distractor examples, block position 0..40: \"MDLM accuracy "
                 "falls steadily as the block moves away from the mask (no U-shape); AR models "
@@ -91,7 +91,7 @@ def arm_names(runs: str) -> list[str]:
 def load_arm(runs: str, arm: str) -> dict:
     wd = os.path.join(runs, arm)
     config = _read_json(os.path.join(wd, "config.json"))
-    out = {"name": arm, "workdir": wd, "config": config,
+    out = {"name": arm, "workdir": wd, "config": config, "finished": finished(wd),
            "causal": bool(config["model"]["causal"]), "results": {}, "summaries": {}}
     for exp in EXPERIMENTS:
         folder = os.path.join(wd, "context", exp)
@@ -282,9 +282,12 @@ def _arms_table(arms, timings) -> list[str]:
         lora = f" + LoRA r{c['lora']['rank']}" if c["lora"]["rank"] else ""
         loss = (f"{t['loss_first']:.3f} -> {t['loss_last']:.3f}" if t["loss_first"] is not None
                 else "-")
+        steps = t["steps"] if t["steps"] is not None else "-"
+        if not a["finished"]:
+            steps = f"{steps} of {c['train']['num_steps']} (not finished)"
         lines.append(
             f"| `{a['name']}` | {ARMS.get(a['name'], '')} | {parameter_count(c):,}{lora} | "
-            f"{t['steps'] if t['steps'] is not None else '-'} | "
+            f"{steps} | "
             f"{c['data']['global_batch_size']} x {c['data']['seq_len']} | {loss} | "
             f"{_seconds(timings, a['name'], 'train')} | "
             f"{_seconds(timings, a['name'], 'evaluate')} | "
@@ -340,6 +343,12 @@ def _markdown(runs, out, size, command, arms, rows, figs, timings) -> str:
     if size == "smoke":
         L += ["**Smoke size: every arm trains a few steps to check the pipeline; these numbers "
               "mean nothing about the findings.**", ""]
+    partial = [a["name"] for a in arms if not a["finished"] or not a["summaries"]]
+    missing = [a for a in ARMS if a not in {x["name"] for x in arms}]
+    if partial or missing:
+        L += [f"**Partial report**: not finished or not evaluated: "
+              f"{', '.join(f'`{a}`' for a in partial + missing)}. Findings that need them are "
+              "inconclusive (not measured); the same command resumes the run.", ""]
     if size != "gpu":
         L += ["No GPU was used for this report. On one GPU (sized for about 8 minutes of "
               "training on an H200): `bash launch/reproduce.sh gpu` (runs in `runs/repro_gpu`, "

@@ -59,6 +59,11 @@ def test_ar_model_runs_locality_and_refuses_masks(ar_workdir, one_device_mesh, t
     with pytest.raises(ValueError, match="causal \\(AR\\) model"):
         harness.run(suite_config(ar_workdir, "extra_masks"), str(tmp_path / "b"),
                     mesh=one_device_mesh)
+    dots = harness.run(suite_config(ar_workdir, "dot_filler"), str(tmp_path / "c"),
+                       mesh=one_device_mesh)  # the ' .' series only: no mask to place
+    assert {c["series"] for c in dots["conditions"]} == {"masks", "' .' repeated"}
+    assert {c["x"] for c in dots["conditions"] if c["series"] == "masks"} == {0}
+    assert all(c["masks"] == 0 for c in dots["conditions"])
 
 
 def test_killed_sweep_resumes_without_recomputing(mdlm_workdir, one_device_mesh, tmp_path,

@@ -28,15 +28,6 @@ def _words(text):
     return [o for _, o in OPTION.findall(text) if not o.isdigit()]
 
 
-def test_held_out_split_is_a_fixed_quarter_of_each_category():
-    held, train = tasks.word_lists("heldout"), tasks.word_lists("train")
-    for c, ws in tasks.WORDS.items():
-        assert set(held[c]) | set(train[c]) == set(ws) and not set(held[c]) & set(train[c])
-        assert len(held[c]) == len(ws) // 4
-    with pytest.raises(ValueError, match="context.words='some'.*all, train, heldout"):
-        tasks.word_lists("some")
-
-
 def test_records_hold_the_suite_format_and_never_an_evaluation_word(tmp_path):
     cfg = _cfg(tmp_path)
     builder, built = builders.prepare(cfg)
