@@ -102,12 +102,16 @@ def load_arm(runs: str, arm: str) -> dict:
     metrics = _read_jsonl(os.path.join(wd, "metrics.jsonl"))
     train = [m for m in metrics if m.get("kind") == "train"]
     speed = [m["tokens_per_s"] for m in train if "tokens_per_s" in m][1:]  # first: compile
+    timed = [m for m in train if "step_time_s" in m]
+    step_seconds = sum(m["step_time_s"] * (m["step"] - prev["step"])
+                       for prev, m in zip(timed, timed[1:]) if m["step"] > prev["step"])
     evals = [m for m in metrics if m.get("kind") == "eval"]
     out["train"] = {"steps": train[-1]["step"] if train else None,
                     "loss_first": train[0]["loss"] if train else None,
                     "loss_last": train[-1]["loss"] if train else None,
                     "tokens_per_s": sum(speed) / len(speed) if speed else None,
                     "mfu": next((m["mfu"] for m in reversed(train) if "mfu" in m), None),
+                    "step_seconds": step_seconds if len(timed) > 1 else None,
                     "eval_nats": evals[-1].get("nats_per_token") if evals else None}
     return out
 
@@ -218,7 +222,7 @@ def _seconds(timings, arm, stage) -> str:
     if not ran:
         return "-"
     wall = sum(float(t["seconds"]) for t in ran)
-    cpu = [float(t["cpu_seconds"]) for t in ran if "cpu_seconds" in t]
+    cpu = [float(t["cpu_seconds"]) for t in ran if t.get("cpu_seconds", 0) > 0]
     return f"{wall:.0f} s" + (f" ({sum(cpu):.0f} s CPU)" if len(cpu) == len(ran) else "")
 
 
@@ -275,8 +279,8 @@ def _next_step(finding: str, row: dict | None, chance: dict, headline: dict) -> 
 
 def _arms_table(arms, timings) -> list[str]:
     lines = ["| arm | what | parameters | steps | batch x length | loss first -> last | "
-             "train wall time | evaluation wall time | tokens/s | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "train wall time | of which in steps | evaluation wall time | tokens/s | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         c, t = a["config"], a["train"]
         lora = f" + LoRA r{c['lora']['rank']}" if c["lora"]["rank"] else ""
@@ -290,6 +294,7 @@ def _arms_table(arms, timings) -> list[str]:
             f"{steps} | "
             f"{c['data']['global_batch_size']} x {c['data']['seq_len']} | {loss} | "
             f"{_seconds(timings, a['name'], 'train')} | "
+            f"{_num(t['step_seconds'], '{:.0f} s')} | "
             f"{_seconds(timings, a['name'], 'evaluate')} | "
             f"{_num(t['tokens_per_s'], '{:,.0f}')} | {_pct(t['mfu'])} |")
     return lines
@@ -408,13 +413,15 @@ def _markdown(runs, out, size, command, arms, rows, figs, timings) -> str:
             L += [f"<details><summary>{a['name']}: {exp}</summary>", "",
                   report.markdown_table(experiments.get(exp), s), "</details>", ""]
     L += ["## Commands and wall times", "", "```", command or f"bash launch/reproduce.sh {size}",
-          "```", "", "Wall time is elapsed time; CPU time is user + system time of the command's "
-          "processes (the steadier measure on a shared machine).", "",
+          "```", "", "Wall time is elapsed time (start-up, data generation, compilation, training, "
+          "evaluation at the end); \"of which in steps\" sums the logged step times of "
+          "`metrics.jsonl`; CPU time is user + system time of the command's processes (the "
+          "steadier measure on a shared machine; 0 or missing: not recorded).", "",
           "| started | arm | stage | status | wall time | CPU time | command |",
           "|---|---|---|---|---|---|---|"]
     L += [f"| {t.get('start', '-')} | {t.get('arm', '-')} | {t.get('stage', '-')} | "
           f"{t.get('status', '-')} | {_num(t.get('seconds'), '{:.0f} s')} | "
-          f"{_num(t.get('cpu_seconds'), '{:.0f} s')} | `{t.get('command', '')}` |"
+          f"{_num(t.get('cpu_seconds') or None, '{:.0f} s')} | `{t.get('command', '')}` |"
           for t in timings]
     L += ["", "Each arm's resolved config is `" + runs + "/<arm>/config.json`; its metrics "
           "`metrics.jsonl`; each experiment's per-question results "
