@@ -14,7 +14,7 @@ EXPERIMENTS = ["locality", "extra_masks", "dot_filler", "mask_sensitivity"]
 AR_EXPERIMENTS = ["locality", "dot_filler"]  # no mask token: no mask experiments
 
 
-def reproduce(tmp_path, *args, timeout=900, **env):
+def reproduce(tmp_path, *args, timeout=1800, **env):
     full = dict(os.environ, VIRTUAL_ENV=sys.prefix, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
                 XLA_FLAGS="",  # one CPU device: the script as a user runs it
                 PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],

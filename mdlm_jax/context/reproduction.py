@@ -35,7 +35,6 @@ ARMS = {  # the arms of configs/repro/, in training order
     "mdlm_from_ar": "AR-initialised MDLM (logits shifted, every weight trained)",
 }
 EXPERIMENTS = ("locality", "extra_masks", "dot_filler", "mask_sensitivity")
-MASK_FREE = ("locality", "dot_filler")  # what an AR arm runs (dot_filler: its ' .' series)
 PAPER = {  # quoted from /work/shared/PAPER.md, sections 3-5
     "locality": "10 relevant + 40 distractor examples, block position 0..40: \"MDLM accuracy "
                 "falls steadily as the block moves away from the mask (no U-shape); AR models "
@@ -120,6 +119,8 @@ def parameter_count(config: dict) -> int:
     """Parameters of the arm's network (without LoRA adapters)."""
     import math
 
+    import jax
+
     from mdlm_jax import model as model_lib
     from mdlm_jax.config_base import base_config
 
@@ -127,8 +128,6 @@ def parameter_count(config: dict) -> int:
     cfg.update({k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items()
                 if k in cfg})
     _, shapes, _ = model_lib.abstract(cfg)
-    import jax
-
     return int(sum(math.prod(s.shape) for s in jax.tree.leaves(shapes)))
 
 
@@ -278,14 +277,17 @@ def _next_step(finding: str, row: dict | None, chance: dict, headline: dict) -> 
 
 
 def _arms_table(arms, timings) -> list[str]:
-    lines = ["| arm | what | parameters | steps | batch x length | loss first -> last | "
-             "train wall time | of which in steps | evaluation wall time | tokens/s | MFU |",
+    lines = ["| arm | what | parameters | steps | batch x length | "
+             "loss first -> last (nats/token) | train wall time | of which in steps | "
+             "evaluation wall time | tokens/s | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in arms:
         c, t = a["config"], a["train"]
         lora = f" + LoRA r{c['lora']['rank']}" if c["lora"]["rank"] else ""
         loss = (f"{t['loss_first']:.3f} -> {t['loss_last']:.3f}" if t["loss_first"] is not None
                 else "-")
+        if t["eval_nats"] is not None:
+            loss += f" (validation {t['eval_nats']:.3f})"
         steps = t["steps"] if t["steps"] is not None else "-"
         if not a["finished"]:
             steps = f"{steps} of {c['train']['num_steps']} (not finished)"
@@ -480,7 +482,7 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-__all__ = ["ARMS", "EXPERIMENTS", "FINDINGS", "MASK_FREE", "PAPER", "arm_names", "evaluate",
+__all__ = ["ARMS", "EXPERIMENTS", "FINDINGS", "PAPER", "arm_names", "evaluate",
            "finished", "hardware", "load_arm", "main", "merged_summary", "now_utc",
            "parameter_count", "write_figures"]
 
