@@ -328,8 +328,8 @@ def _tried(arms) -> list[str]:
     if rows:
         r = rows[0]
         pairs = len({x["pair"] for x in rows})
-        out.append(f"- Task difficulty (evaluation): {r['n_relevant']} relevant among "
-                   f"{r['n_distractors']} distractor examples, {pairs} task pairs, "
+        out.append(f"- Task difficulty (evaluation): {r['n_relevant']} relevant and "
+                   f"{r['n_distractors']} distractor in-context example(s), {pairs} task pairs, "
                    f"prompts of about {sum(x['prompt_tokens'] for x in rows) / len(rows):.0f} "
                    "tokens; per experiment the conditions and points of the tables below.")
     return out
@@ -377,7 +377,11 @@ def _markdown(runs, out, size, command, arms, rows, figs, timings) -> str:
           "| arm | restricted accuracy - chance (95% CI) | does the task |", "|---|---|---|"]
     L += [f"| `{k}` | {v.fmt()} | {'yes' if v.ci and v.ci[0] > 0 else 'no'} |"
           for k, v in chance.items()]
-    L += ["", "## The arms", ""] + _arms_table(arms, timings)
+    L += ["", "## The arms", ""] + _arms_table(arms, timings) + [
+        "", "Train wall time sums the train commands recorded in `timings.jsonl` (a command "
+        "stopped before it could record its time, e.g. killed, is missing; its resumption is "
+        "counted); \"of which in steps\" sums the step times logged in the arm's "
+        "`metrics.jsonl` over all its runs."]
     sections = (("locality", "1. Locality bias", ("locality",)),
                 ("mask distraction", "2. Mask distraction", ("extra_masks", "mask_sensitivity")),
                 ("dots hurt less", "2b. Masks vs ' .' filler", ("dot_filler",)),
