@@ -110,8 +110,12 @@ def _claim_folder(folder: str, header: dict) -> None:
         diff = [k for k in header if old.get(k) != header[k]]
         if diff:
             k = diff[0]
+            fix = "use another --workdir"
+            if k == "step":  # the model was trained further since these results
+                fix = f"keep them by moving the folder aside (mv {folder} {folder}.old) or use " \
+                      "another --workdir"
             raise ValueError(f"{folder} holds results of another run ({k}: {old.get(k)!r}, now "
-                             f"{header[k]!r}); use another --workdir (nothing was overwritten)")
+                             f"{header[k]!r}); {fix} (nothing was overwritten)")
         return
     with open(path, "x") as f:
         json.dump(header, f, indent=2)
@@ -277,6 +281,8 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
               "mask_in_softmax": "keep" if model.keep_mask else "drop"}
     if cx.words != "all":  # (absent for every word: folders of earlier runs stay valid)
         header["words"] = cx.words
+    if model.step is not None:  # results of a workdir belong to one checkpoint step
+        header["step"] = model.step
     if jax.process_index() == 0:
         _claim_folder(folder, header)
     size = cx.batch_size
