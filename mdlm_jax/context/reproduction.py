@@ -98,6 +98,8 @@ def load_arm(runs: str, arm: str) -> dict:
         summary = _read_json(os.path.join(folder, "summary.json"))
         if rows and summary:
             out["results"][exp], out["summaries"][exp] = rows, summary
+            run = _read_json(os.path.join(folder, "run.json")) or {}
+            out["words"] = run.get("words", "all")
     metrics = _read_jsonl(os.path.join(wd, "metrics.jsonl"))
     train = [m for m in metrics if m.get("kind") == "train"]
     speed = [m["tokens_per_s"] for m in train if "tokens_per_s" in m][1:]  # first: compile
@@ -332,6 +334,16 @@ def _tried(arms) -> list[str]:
                    f"{r['n_distractors']} distractor in-context example(s), {pairs} task pairs, "
                    f"prompts of about {sum(x['prompt_tokens'] for x in rows) / len(rows):.0f} "
                    "tokens; per experiment the conditions and points of the tables below.")
+    words = sorted({a["words"] for a in arms if "words" in a})
+    if words == ["heldout"]:
+        out.append("- Evaluation words: the held-out quarter of each category's list, never in "
+                   "a training document. The answer needs the category of a word the model "
+                   "has only met, if at all, in the ordinary text; an arm at chance here may "
+                   "still do the task on its training words (rerun the experiments with "
+                   "`--config.context.words=train`, new questions from the training words, to "
+                   "tell format learning from word knowledge).")
+    elif words:
+        out.append(f"- Evaluation words: {', '.join(words)} (`context.words`).")
     return out
 
 
