@@ -149,7 +149,7 @@ def main():
             for kv in caches:
                 s = sampler.Settings.from_config(c, strategy=strategy, kv_cache=kv)
                 canvas, start = sampler.build_canvas(prompt, s, b)
-                fn = sampler.make_sample_fn(apply, s, gen_start=start, model_cfg=c.model)
+                fn = sampler.make_sample_fn(apply, s, gen_start=start, cached=apply.cached)
                 sec, out = timed(lambda fn=fn, canvas=canvas: fn(params, canvas,
                                                                  jax.random.key(0)),
                                  args.repeats)

@@ -86,7 +86,6 @@ def get_config(arg=None):
     c.loss.terms = {"nelbo": 1.0}
     c.loss.normalize = "tokens"  # LLaDA: divide by batch x length (no padding in pretraining)
     c.loss.logits_chunk = 512  # float32 logits over 126k ids for 512 positions at a time
-    c.loss.mask_agnostic.eos_id = 126081
 
     da = c.data
     da.name = "text_files"
@@ -114,7 +113,6 @@ def get_config(arg=None):
     t.eval_every = 5000
     c.checkpoint.every_steps = 2000
     c.eval.batch_size = 32
-    c.sampler.eos_id = 126081
     c.sampler.strategy = "confidence"  # LLaDA's published protocol: greedy, low-confidence
     c.sampler.remasking = "low_confidence"  # remasking; trained here with SUBS, so the
     c.sampler.temperature = 0.0  # mask leaves the softmax (sampler.mask_in_softmax=auto)
@@ -132,6 +130,4 @@ def get_config(arg=None):
         d.mask_id = 511
         da.seq_len = 64
         shrink_for_smoke(c)
-        c.sampler.eos_id = -1
-        c.loss.mask_agnostic.eos_id = 510
     return lock(c)

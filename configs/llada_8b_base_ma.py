@@ -86,10 +86,9 @@ def llada_ma_config(kind: str, arg=None):
     ma.max_masks = 600
     ma.curriculum_start = 8
     ma.curriculum_steps = 465
-    ma.eos_id = LLADA_EOS
 
     lo = c.lora
-    lo.rank, lo.alpha, lo.dropout = 64, 128.0, 0.0
+    lo.rank, lo.alpha = 64, 128.0
     lo.targets = ("q", "k", "v", "o", "gate", "up", "down")
 
     da = c.data
@@ -98,6 +97,7 @@ def llada_ma_config(kind: str, arg=None):
     da.tokenizer = "hf"
     da.tokenizer_path = path
     da.chat_template = "llada" if kind == "instruct" else ""
+    da.eos_id = LLADA_EOS  # stated for inspecting / compiling without the directory
     da.seq_len = 1024
     da.global_batch_size = 3
 
@@ -116,7 +116,6 @@ def llada_ma_config(kind: str, arg=None):
     c.checkpoint.every_steps = 100
     c.mesh.shape = (1, 1, -1)
     c.eval.batch_size = 3
-    c.sampler.eos_id = LLADA_EOS
     sa = c.sampler  # LLaDA's published generate: greedy, low-confidence remasking, blocks
     sa.strategy, sa.remasking, sa.temperature = "confidence", "low_confidence", 0.0
     sa.gen_length, sa.block_length, sa.steps = 128, 32, 128
@@ -127,13 +126,13 @@ def llada_ma_config(kind: str, arg=None):
         m.max_length, m.dtype, m.param_dtype = 256, "float32", "float32"
         m.attention_impl, m.remat_policy = "xla", "none"
         d.mask_id = 299
-        ma.eos_id, ma.max_masks, ma.curriculum_start, ma.curriculum_steps = 256, 32, 4, 4
+        ma.max_masks, ma.curriculum_start, ma.curriculum_steps = 32, 4, 4
         lo.rank, lo.alpha = 4, 8.0
         da.tokenizer, da.tokenizer_path, da.files, da.seq_len = "char", "", "embedded", 256
+        da.eos_id = -1  # the char tokenizer's
         o.grad_accum_steps = 2
         c.train.num_steps = 4
         c.mesh.shape = (-1, 1, 1)
-        c.sampler.eos_id = 256
     return lock(c)
 
 

@@ -56,6 +56,4 @@ def get_config(arg=None):
         c.diffusion.mask_id = 511
         c.data.seq_len = 64
         shrink_for_smoke(c)
-        c.sampler.eos_id = -1
-        c.loss.mask_agnostic.eos_id = 510
     return lock(c)

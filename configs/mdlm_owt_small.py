@@ -99,8 +99,6 @@ def get_config(arg=None):
     c.sampler.gen_length = 1024
     c.sampler.block_length = 1024
     c.sampler.steps = 1000
-    c.sampler.eos_id = 50256
-    c.loss.mask_agnostic.eos_id = 50256
 
     if "tpu" in args:
         da.global_batch_size, o.grad_accum_steps = 256, 2

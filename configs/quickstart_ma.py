@@ -44,13 +44,12 @@ def get_config(arg=None):
     ma.max_masks = 64
     ma.curriculum_start = 4
     ma.curriculum_steps = 100
-    ma.eos_id = 256  # the char tokenizer's EOS
     ma.probe_mask_counts = (0, 8, 32, 64)  # every embedded prompt leaves room for 64
 
     lo = c.lora
     lo.full_finetune = "full" in flags  # the choice is explicit: LoRA or every weight
     if "full" not in flags:
-        lo.rank, lo.alpha, lo.dropout = 8, 16.0, 0.0
+        lo.rank, lo.alpha = 8, 16.0
         lo.targets = ("q", "k", "v", "o", "gate", "up", "down")
 
     da = c.data

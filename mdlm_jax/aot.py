@@ -121,11 +121,11 @@ def abstract_batch(config, setup, micro_batch: int):
     """The train step's batch as ShapeDtypeStructs: [accum, micro_batch, seq_len] fields,
     the prompt / answer masks included where the data provides them."""
     shape = (config.optimizer.grad_accum_steps, micro_batch, config.data.seq_len)
-    fields = {"tokens": jnp.int32, "valid": jnp.bool_}
-    if config.data.name == "prompt_answer":
-        fields.update(prompt_mask=jnp.bool_, answer_mask=jnp.bool_)
-    return {k: jax.ShapeDtypeStruct(shape, dt, sharding=setup.batch_sharding)
-            for k, dt in fields.items()}
+    from mdlm_jax.data import registry
+
+    fields = registry.dataset(config.data.name).batch_fields
+    return {k: jax.ShapeDtypeStruct(shape, jnp.int32 if k == "tokens" else jnp.bool_,
+                                    sharding=setup.batch_sharding) for k in fields}
 
 
 def lower_train_step(config, mesh, micro_batch: int):

@@ -43,6 +43,7 @@ RANGES = (
     ("lora.rank", 0, True, None, None),
     ("sampler.batch_size", 1, True, None, None),
     ("sampler.eos_id", -1, True, None, None),
+    ("data.eos_id", -1, True, None, None),
     ("eval.mc_samples", 1, True, None, None),
     ("eval.num_batches", 0, True, None, None),
     ("eval.batch_size", 1, True, None, None),
@@ -77,7 +78,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     """
     from mdlm_jax import train_state
     from mdlm_jax.checkpoint import integrity
-    from mdlm_jax.data import builders, packing, prompt_answer, tokenizers
+    from mdlm_jax.data import packing, prompt_answer, registry, tokenizers
     from mdlm_jax.diffusion import losses, parameterization, sampler, schedules
     from mdlm_jax.model.transformer import validate_model_config
 
@@ -85,7 +86,7 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
     validate_model_config(m)
     for rng in RANGES:
         _check_range(config, *rng)
-    _check_choice("data.name", d.name, ("prompt_answer", *builders.BUILDERS))
+    _check_choice("data.name", d.name, tuple(registry.DATASETS))
     _check_choice("data.tokenizer", d.tokenizer, tokenizers.TOKENIZERS)
     _check_choice("data.packing", d.packing, packing.PACKINGS)
     _check_choice("data.chat_template", d.chat_template, prompt_answer.TEMPLATES)
@@ -98,10 +99,11 @@ def validate_config(config, *, sampling: bool | None = None) -> None:
             raise ValueError(f"loss.terms[{name!r}]={weight!r} must be a finite weight >= 0")
     sampling = config.train.sample_at_end if sampling is None else sampling
     sampler.Settings.from_config(config).validate(layout=sampling)
-    if config.sampler.kv_cache != "none":
-        from mdlm_jax.diffusion import kv_cache
-
-        kv_cache.check_model_config(m, config.sampler.kv_cache)
+    if config.sampler.kv_cache != "none" and (m.family != "llama" or m.causal):
+        raise ValueError(
+            f"sampler.kv_cache={config.sampler.kv_cache!r} supports the bidirectional llama "
+            f"family only (model.family={m.family!r}, causal={m.causal}); set "
+            "--config.sampler.kv_cache=none")
     _check_finetune(config)
     integrity.check_config(config.checkpoint)
     if d.seq_len > m.max_length:
@@ -160,6 +162,9 @@ def check_tokenizer(config):
         raise ValueError(f"the {config.data.tokenizer!r} tokenizer emits {tok.vocab_size} ids "
                          f"but model.vocab_size={config.model.vocab_size}; raise "
                          "model.vocab_size")
+    if config.data.eos_id >= 0 and config.data.eos_id != tok.eos_id:
+        raise ValueError(f"data.eos_id={config.data.eos_id} differs from the tokenizer's EOS "
+                         f"id {tok.eos_id}; drop the setting (-1 reads it from the tokenizer)")
     own_mask = config.diffusion.mask_id == tok.mask_id  # the tokenizer's mask token
     if is_diffusion(config) and tok.vocab_size > config.diffusion.mask_id and not own_mask:
         raise ValueError(f"diffusion.mask_id={config.diffusion.mask_id} collides with the "
@@ -168,7 +173,9 @@ def check_tokenizer(config):
     return tok
 
 
-def check_batch_tokens(tokens, config) -> None:
+def check_batch_tokens(tokens, config, valid=None) -> None:
+    """Ids inside the vocabulary; for diffusion, the mask id only where ``valid`` is False
+    (masks given as input, as the ``context_tasks`` corpus does)."""
     tokens = np.asarray(tokens)
     lo, hi = int(tokens.min()), int(tokens.max())
     if lo < 0 or hi >= config.model.vocab_size:
@@ -179,6 +186,9 @@ def check_batch_tokens(tokens, config) -> None:
     if tokens.shape[-1] > config.model.max_length:
         raise ValueError(f"batch length {tokens.shape[-1]} exceeds model.max_length="
                          f"{config.model.max_length}")
-    if is_diffusion(config) and np.any(tokens == config.diffusion.mask_id):
+    given = tokens == config.diffusion.mask_id
+    if valid is not None:
+        given = given & np.asarray(valid, bool)
+    if is_diffusion(config) and np.any(given):
         raise ValueError(f"a batch holds the mask id {config.diffusion.mask_id} as data; the "
                          "dataset's tokenizer overlaps the mask id: change diffusion.mask_id")

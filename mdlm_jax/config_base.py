@@ -91,18 +91,19 @@ def base_config() -> mlc.ConfigDict:
     ma.curriculum_steps = 0  # 0: no curriculum (max_masks from the start)
     ma.tv_half = False  # True: TV = L1 / 2 (the paper uses the plain L1 distance)
     ma.stop_gradient_branch = "none"  # none | first | second
-    ma.eos_id = 256  # EOS id padding x_1, x_2 (the tokenizer's eos_id; char: 256)
     ma.pretrain_answer_len = 64  # batches without answer_mask: answer window length
     ma.probe_mask_counts = (0, 8, 32, 128)  # invariance report (before / after training)
 
     # ---------------------------------------------------------------- data
     da = c.data = mlc.ConfigDict()
-    da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer
+    da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer | context_tasks
     da.data_dir = ""  # TFDS data_dir ('' : $TFDS_DATA_DIR or ~/tensorflow_datasets)
     da.files = ""  # glob of local files for text_files / prompt_answer
     da.tokenizer = "char"  # char | gpt2 | hf
     da.tokenizer_path = ""  # gpt2: folder with encoder.json + vocab.bpe; hf: tokenizer.json
     da.chat_template = ""  # prompt_answer: name of a chat template ('' : none)
+    da.eos_id = -1  # EOS / padding id: -1 reads it from the tokenizer (tokenizers.eos_id);
+    # a recipe that describes a model without its files may state it (must match)
     da.seq_len = 128
     da.packing = "wrap"  # wrap (MDLM: EOS between documents) | pad (LM1B-style)
     da.global_batch_size = 32
@@ -110,6 +111,13 @@ def base_config() -> mlc.ConfigDict:
     da.eval_split = "validation"
     da.shuffle = True
     da.num_workers = 0
+    ct = da.context_tasks = mlc.ConfigDict()  # the generated task corpus (task_documents.py)
+    ct.fraction = 0.5  # share of tokens from task documents (the rest: the embedded corpus)
+    ct.documents = 20000  # task documents in the train split (validation: 1 in 50)
+    ct.max_relevant = 4  # relevant examples per document: 1..max_relevant
+    ct.max_distractors = 8  # distractor examples: 0..max_distractors (fewer if too long)
+    ct.max_filler = 32  # masks or ' .' after the last question: 1..max_filler
+    ct.seed = 0
 
     # ----------------------------------------------------------- optimizer
     o = c.optimizer = mlc.ConfigDict()
@@ -154,7 +162,6 @@ def base_config() -> mlc.ConfigDict:
     lr.full_finetune = False  # True: train every weight of a model given by model.init_from
     # or checkpoint.restore_from (needs rank 0); such a run with rank 0 must say so
     lr.alpha = 16.0  # adapter scale alpha / rank
-    lr.dropout = 0.0  # must be 0 (apply takes no dropout RNG; the paper uses 0)
     lr.targets = ("q", "k", "v", "o")  # projection names: q k v o gate up down fc_in fc_out
 
     # ------------------------------------------------------------- sampler
@@ -176,7 +183,7 @@ def base_config() -> mlc.ConfigDict:
     s.kv_cache = "none"  # none | prefix | dual
     s.mask_in_softmax = "auto"  # auto | keep | drop: parameterization.resolve_mask_in_softmax
     s.suppress_eos_confidence = False
-    s.eos_id = -1  # EOS / end-of-turn id whose confidence is suppressed (-1: unknown)
+    s.eos_id = -1  # EOS / end-of-turn id whose confidence is suppressed (-1: data's EOS)
     s.seed = 0
     s.eval_model_workdir = ""  # workdir of a causal (ar_nll) model scoring sample perplexity
 
@@ -190,6 +197,8 @@ def base_config() -> mlc.ConfigDict:
     cx.relevant_tasks = ("adjective", "verb", "animal", "colour", "fruit", "country",
                          "sport", "instrument")
     cx.distractor_tasks = ("smallest", "largest")
+    cx.words = "all"  # all | heldout (the evaluation words of models trained on the
+    # context_tasks corpus) | train (its training words): context/tasks.py word_lists
     cx.points = 1000  # test points per task pair
     cx.n_relevant = 10  # in-context examples of the relevant task
     cx.n_distractors = 40  # in-context examples of the distractor task
@@ -250,16 +259,18 @@ def lock(config: mlc.ConfigDict) -> mlc.ConfigDict:
 
 def nearest_key(config: mlc.ConfigDict, dotted: str) -> str | None:
     """The declared key closest to ``dotted`` (for 'did you mean' errors)."""
-    keys = list(_flat_keys(config))
+    keys = list(flat_keys(config))
     match = difflib.get_close_matches(dotted, keys, n=1, cutoff=0.0)
     return match[0] if match else None
 
 
-def _flat_keys(config, prefix=""):
+def flat_keys(config, prefix="", *, whole=()):
+    """Dotted keys of a ConfigDict; the groups named in ``whole`` (e.g. ``loss.terms``,
+    whose entries are data) count as one key."""
     for k, v in config.items():
         name = f"{prefix}{k}"
-        if isinstance(v, mlc.ConfigDict):
-            yield from _flat_keys(v, name + ".")
+        if isinstance(v, mlc.ConfigDict) and name not in whole:
+            yield from flat_keys(v, name + ".", whole=whole)
         else:
             yield name
 

@@ -73,7 +73,7 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
             if num_batches and i >= num_batches:
                 break
             if config.train.check_token_ids:
-                check_batch_tokens(batch["tokens"], config)
+                check_batch_tokens(batch["tokens"], config, batch.get("valid"))
             valid, maskable = losses.batch_masks(batch)
             tok, val, msk = (jax.make_array_from_process_local_data(
                 batch_sh, _pad_rows(np.asarray(x), local_rows))

@@ -1,10 +1,35 @@
-"""Parameter trees as nested dicts: split by a mask, and put back together.
+"""Parameter trees as nested dicts: flattened to paths, split by a mask, put back together.
 
-Used for the trainable / frozen split of the train state (LoRA) and for laying saved
-adapters over reloaded base weights.
+Used for the trainable / frozen split of the train state (LoRA), for laying saved adapters
+or imported weights over other weights, and for the HF importer and exporter, which name
+parameters by path (``'blocks/attn/q/kernel'``).
 """
 
 from __future__ import annotations
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{'a/b/c': leaf}`` from a nested dict (every value that is not a dict is a leaf)."""
+    out = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "/"))
+        else:
+            out[name] = v
+    return out
+
+
+def unflatten(flat: dict) -> dict:
+    """Inverse of :func:`flatten`: a nested dict from ``{'a/b/c': leaf}``."""
+    tree: dict = {}
+    for path, v in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
 
 
 def partition(params: dict, mask: dict):

@@ -35,15 +35,25 @@ def param_shardings_for(params, config, mesh):
     return sharding.param_shardings(axes, shapes, config.mesh.rules, mesh)
 
 
+def settings(config, **overrides) -> sampler.Settings:
+    """:class:`sampler.Settings` of ``config`` with ``overrides``; ``sampler.eos_id`` -1
+    is the data's EOS id (``tokenizers.eos_id``)."""
+    if config.sampler.eos_id < 0:
+        from mdlm_jax.data.tokenizers import eos_id
+
+        overrides.setdefault("eos_id", eos_id(config.data))
+    return sampler.Settings.from_config(config, **overrides)
+
+
 def generate_batch(apply, params, config, *, prompt_ids=(), mesh=None, debug=False,
                    **overrides):
     """Sample ``config.sampler.batch_size`` sequences; returns ``(result, settings, start)``.
 
     ``overrides`` replace :class:`sampler.Settings` fields (e.g. ``strategy='threshold'``).
     """
-    s = sampler.Settings.from_config(config, **overrides)
+    s = settings(config, **overrides)
     canvas, gen_start = sampler.build_canvas(prompt_ids, s, config.sampler.batch_size)
-    kw = dict(gen_start=gen_start, model_cfg=config.model, debug=debug)
+    kw = dict(gen_start=gen_start, cached=getattr(apply, "cached", None), debug=debug)
     if mesh is not None:
         kw.update(mesh=mesh, param_shardings=param_shardings_for(params, config, mesh),
                   rules=config.mesh.rules)
@@ -105,8 +115,6 @@ def run(config, workdir: str) -> list[dict]:
     mesh = mesh_lib.make_mesh(config.mesh)
     apply, params, step = model_loading.load_model(workdir, config, mesh=mesh, use_ema=True)
     tokenizer = get_tokenizer(config.data)
-    if config.sampler.suppress_eos_confidence and config.sampler.eos_id < 0:
-        config = _with_eos(config, tokenizer.eos_id)
     prompt_ids = _prompt_ids(config, tokenizer)
     out, s, gen_start = generate_batch(apply, params, config, prompt_ids=prompt_ids,
                                        mesh=mesh)
@@ -125,13 +133,6 @@ def run(config, workdir: str) -> list[dict]:
             print(f"[{s.strategy} #{r['index']} extra_masks={s.extra_masks}] {r['text']}")
         print(f"wrote {len(rows)} samples to {path}")
     return rows
-
-
-def _with_eos(config, eos_id: int):
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-        config.sampler.eos_id = int(eos_id)
-    return config
 
 
 def sample_all_strategies(apply, params, config, tokenizer=None, *, mesh=None) -> dict:

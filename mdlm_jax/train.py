@@ -25,7 +25,7 @@ from mdlm_jax.checks import check_batch_tokens, validate_config
 from mdlm_jax.data import pipeline
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
-from mdlm_jax.param_trees import partition
+from mdlm_jax.param_trees import flatten, partition, unflatten
 from mdlm_jax.train_hooks import NonFiniteLossError, TrainRun, hooks_from_config
 from mdlm_jax.train_state import TrainPlan
 
@@ -55,19 +55,16 @@ def initial_params(plan: TrainPlan, config, key):
 
 def _overlay(params, loaded, shardings, source):
     """``loaded`` over ``params`` (new leaves, e.g. LoRA adapters, keep their init)."""
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, dict):
-            out[k] = _overlay(v, loaded.get(k, {}), shardings[k], source)
-        elif k in loaded:
+    loaded, shardings = flatten(loaded), flatten(shardings)
+    out = flatten(params)
+    for k, v in out.items():
+        if k in loaded:
             if tuple(loaded[k].shape) != tuple(v.shape):
-                raise ValueError(f"{source}: parameter {k!r} has shape {loaded[k].shape}, "
+                raise ValueError(f"{source}: parameter {k} has shape {loaded[k].shape}, "
                                  f"the configured model needs {v.shape}; make config.model "
                                  "match the source")
             out[k] = jax.device_put(loaded[k].astype(v.dtype), shardings[k])
-        else:
-            out[k] = v
-    return out
+    return unflatten(out)
 
 
 def _check_resume_shapes(workdir, step, plan):
@@ -75,18 +72,13 @@ def _check_resume_shapes(workdir, step, plan):
     if stored is None or "params" not in stored:
         return
     want = jax.tree.map(lambda s: tuple(s.shape), plan.trainable_shapes)
-    flat_want, flat_have = _flat_shapes(want), _flat_shapes(stored["params"])
+    flat_want, flat_have = flatten(want), flatten(stored["params"])
     for k in sorted(set(flat_want) | set(flat_have)):
         if flat_want.get(k) != flat_have.get(k):
             raise ValueError(
-                f"{workdir} holds a checkpoint (step {step}) of a different model: params{k} "
+                f"{workdir} holds a checkpoint (step {step}) of a different model: params/{k} "
                 f"is {flat_have.get(k)} there but {flat_want.get(k)} in this config; use a "
                 "new --workdir or the original model settings (the checkpoint was kept)")
-
-
-def _flat_shapes(tree) -> dict:
-    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))
-    return {jax.tree_util.keystr(k): v for k, v in leaves[0]}
 
 
 class _Preemption:
@@ -216,7 +208,7 @@ def _loop(run: TrainRun) -> dict:
             micro = [next(run.data_it) for _ in range(accum)]
             if tcfg.check_token_ids:
                 for b in micro:
-                    check_batch_tokens(b["tokens"], config)
+                    check_batch_tokens(b["tokens"], config, b.get("valid"))
             run.batch = _global_batch(run.plan, micro)
             run.state, metrics = step_fn(run.state, run.batch, run.frozen, run.base_key)
             if run.pending is not None:

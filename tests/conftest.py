@@ -15,6 +15,9 @@ _FLAG = "--xla_force_host_platform_device_count"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {_FLAG}=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Broadcasting must be explicit: an array of lower rank is never silently padded with
+# leading dims (a [D] scale meeting a [B, L, D] activation names its [1, 1, D] shape).
+os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 
 # Tests never read or write ~/tensorflow_datasets: a session-private data dir (the data
 # package falls back to $TFDS_DATA_DIR when ``data.data_dir`` is empty).
@@ -212,12 +215,8 @@ def run_two_processes(argv_of, *, timeout_s, extra_env=None):
     return failures
 
 
-def flat_config_keys(c, prefix=""):
+def flat_config_keys(c):
     """Dotted keys of a ConfigDict (``loss.terms`` counts as one key: its entries are data)."""
-    import ml_collections as mlc
+    from mdlm_jax.config_base import flat_keys
 
-    for k, v in c.items():
-        if isinstance(v, mlc.ConfigDict) and f"{prefix}{k}" != "loss.terms":
-            yield from flat_config_keys(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
+    return flat_keys(c, whole=("loss.terms",))

@@ -88,13 +88,13 @@ CATALOGUE = [
      r"supports the bidirectional llama family"),
     (QS, {"sampler.mask_in_softmax": "maybe"}, r"sampler.mask_in_softmax='maybe' is unknown"),
     (QS, {"sampler.eos_id": -2}, r"sampler.eos_id=-2"),
+    (QS, {"data.eos_id": 5}, r"data.eos_id=5 differs from the tokenizer's EOS id 256; drop"),
     # fine-tuning every weight is a choice
     (MA, {"lora.rank": 0},
      r"starts from runs/quickstart with lora.rank=0, which trains every weight: set "
      r"--config.lora.rank=8 \(LoRA\) or --config.lora.full_finetune=True"),
     (MA, {"lora.full_finetune": True}, r"lora.full_finetune=True with lora.rank=8: choose one"),
     (QS, {"lora.full_finetune": True}, r"lora.full_finetune=True but nothing to fine-tune"),
-    (MA, {"lora.dropout": 0.1}, r"lora.dropout=0.1 is not supported"),
 ]
 
 

@@ -131,6 +131,11 @@ def test_token_ids_outside_the_vocabulary(tiny_config, tmp_path):
     bad[1, 3] = cfg.diffusion.mask_id
     with pytest.raises(ValueError, match="mask id"):
         check_batch_tokens(bad, cfg)
+    valid = np.ones((2, 8), bool)
+    with pytest.raises(ValueError, match="mask id"):
+        check_batch_tokens(bad, cfg, valid)
+    valid[1, 3] = False  # a mask given as input (the context_tasks corpus) is allowed
+    check_batch_tokens(bad, cfg, valid)
 
 
 def test_mask_id_colliding_with_the_tokenizer(tiny_config, tmp_path):

@@ -3,8 +3,8 @@
 Requests are sorted by prompt length and decoded ``batch_size`` at a time on one canvas per
 batch: ``[left padding | prompt | gen_length masks | extra_masks]``. The left padding is a
 separate attention segment (it changes nothing for the real tokens) and is never decoded.
-The block KV caches run the model's blocks without segment ids, so with
-``sampler.kv_cache`` != none a batch holds prompts of one length only (no padding).
+The block KV caches (the model's cached forward, ``apply.cached``) take no segment ids,
+so with ``sampler.kv_cache`` != none a batch holds prompts of one length only (no padding).
 
 After decoding, the text is cut at the first EOS token (the tokenizer's EOS and the other
 end-of-text tokens of ``tokenizers.EOS_NAMES`` in its vocabulary) and then at the first
@@ -85,11 +85,13 @@ def ar_generate(apply, params, canvas_BxL, rng, s: sampler.Settings, *, gen_star
 
 
 def make_generate_fn(apply, s: sampler.Settings, *, gen_start: int, cfg_scale: float,
-                     model_cfg, mesh=None, param_shardings=None, rules=()):
-    """Jitted ``fn(params, canvas_BxL, pad_B, rng) -> sampler result``."""
+                     causal: bool, mesh=None, param_shardings=None, rules=()):
+    """Jitted ``fn(params, canvas_BxL, pad_B, rng) -> sampler result``; ``causal``: next-token
+    decoding (:func:`ar_generate`) instead of the diffusion sampler."""
     if cfg_scale and s.kv_cache != "none":
         raise ValueError("classifier-free guidance needs sampler.kv_cache=none (the KV caches "
                          "run the model without the unconditional pass)")
+    cached = getattr(apply, "cached", None)
 
     def fn(params, canvas, pad_B, rng):
         length = canvas.shape[1]
@@ -100,10 +102,10 @@ def make_generate_fn(apply, s: sampler.Settings, *, gen_start: int, cfg_scale: f
         def padded(params, tokens, t=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
             return model(params, tokens, t, segment_ids_BxL=seg)
 
-        if model_cfg.causal:
+        if causal:
             return ar_generate(padded, params, canvas, rng, s, gen_start=gen_start)
         return sampler.generate(padded, params, canvas, rng, s, gen_start=gen_start,
-                                model_cfg=model_cfg)
+                                cached=cached)
 
     from mdlm_jax.parallel import mesh as mesh_lib
     from mdlm_jax.parallel import sharding
@@ -163,7 +165,7 @@ def generate_until(loaded, prompts_ids, untils, s: sampler.Settings, *, batch_si
             canvas[r, pad[r]:start] = ids
         if start not in fns:
             fns[start] = make_generate_fn(loaded.apply, s, gen_start=start, cfg_scale=cfg_scale,
-                                          model_cfg=cfg.model, **shard_kw)
+                                          causal=cfg.model.causal, **shard_kw)
         out = jax.device_get(fns[start](loaded.params, canvas, pad,
                                         jax.random.fold_in(jax.random.key(seed), n_batch)))
         region = np.asarray(out["tokens"])[:, start:start + s.gen_length]

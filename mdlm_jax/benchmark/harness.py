@@ -30,9 +30,10 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from mdlm_jax import sample
 from mdlm_jax.benchmark import generation, loading
 from mdlm_jax.config_base import base_config, nearest_key
-from mdlm_jax.diffusion import likelihood, sampler
+from mdlm_jax.diffusion import likelihood
 
 
 def settings_config(config=None, **model_args):
@@ -81,15 +82,13 @@ class MDLMJax(LM):
         cfg = loaded.config.copy_and_resolve_references()
         with cfg.unlocked():
             cfg.sampler, cfg.benchmark = bench.sampler, bench.benchmark
-            if cfg.sampler.eos_id < 0:
-                cfg.sampler.eos_id = int(loaded.tokenizer.eos_id)
         self.loaded, self.config, self.mesh = loaded, cfg, mesh
         self.b, self.tok = cfg.benchmark, loaded.tokenizer
         self.causal = bool(cfg.model.causal)
         if self.causal and self.b.cfg_scale:
             raise ValueError("benchmark.cfg_scale applies to diffusion models; use 0 for a "
                              "causal (AR) model")
-        self.sampling = sampler.Settings.from_config(cfg)
+        self.sampling = sample.settings(cfg)
         self.records: list[dict] = []
         self._mc_fn = self._rolling_fn = self._ar_fn = None
         self._rng = jax.random.key(self.b.seed)

@@ -40,6 +40,7 @@ from mdlm_jax.checkpoint import hf_io, hf_tables
 from mdlm_jax.checkpoint.hf_io import export, merge_lora  # noqa: F401  (public API)
 from mdlm_jax.checkpoint.hf_tables import DIFFUSION_FAMILIES, FAMILIES
 from mdlm_jax.parallel.sharding import param_specs
+from mdlm_jax.param_trees import flatten, unflatten
 
 # config.model fields that fix the architecture: a config that names a HF directory
 # (model.init_from) must agree with the directory on each of them (hf_config).
@@ -202,7 +203,7 @@ def _take(view, idx, pad):
 def read_params(info: HFInfo, cfg, *, mesh=None, rules=None) -> dict:
     """Params for ``cfg`` from ``info``'s files, placed into their shardings on ``mesh``."""
     _, shapes, axes = model_lib.abstract(cfg)
-    flat_shapes = hf_io.flat(shapes)
+    flat_shapes = flatten(shapes)
     rows = hf_tables.rows_for(info.family, flat_shapes)
     source = {p: (row, j) for row in rows for j, p in enumerate(row.ours)}
     lacking = [p for p in flat_shapes if p not in source]
@@ -242,7 +243,7 @@ def read_params(info: HFInfo, cfg, *, mesh=None, rules=None) -> dict:
                              f"{list(info.refs[name].shape)}, expected {list(shape)}")
     if mesh is not None:
         rules = config_base.DEFAULT_RULES if rules is None else rules
-        specs = hf_io.flat(param_specs(axes, shapes, rules, mesh))
+        specs = flatten(param_specs(axes, shapes, rules, mesh))
     out = {}
     for p, sds in flat_shapes.items():
         row, j = source[p]
@@ -253,7 +254,7 @@ def read_params(info: HFInfo, cfg, *, mesh=None, rules=None) -> dict:
             sds.shape, sharding,
             _callback(info.refs, row, j, per_layer, n_layers, np.dtype(sds.dtype),
                       pads.get(p)))
-    return hf_io.unflat(out)
+    return unflatten(out)
 
 
 def _callback(refs, row, j, per_layer, n_layers, dtype, pad):

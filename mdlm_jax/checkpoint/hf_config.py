@@ -9,8 +9,8 @@ The directory is the truth for:
   direction and the Dream logit shift (``checkpoint.hf.inspect``);
 - ``diffusion.mask_id``;
 - ``data.tokenizer`` / ``data.tokenizer_path`` when it holds a ``tokenizer.json``;
-- ``loss.mask_agnostic.eos_id`` and ``sampler.eos_id``: the EOS id of that tokenizer, which
-  is also the id the data pipeline pads with (config.json's ``eos_token_id`` without one).
+- ``data.eos_id``: the EOS id of that tokenizer, which is also the id the data pipeline pads
+  with (config.json's ``eos_token_id`` without one); the loss and the sampler read it there.
 
 The recipe keeps everything else: dtypes, attention implementation, remat, LoRA,
 optimizer, data, schedule, sequence length (checked against the directory's maximum by
@@ -56,8 +56,7 @@ def directory_values(info: hf.HFInfo) -> dict:
         out["data.tokenizer_path"] = info.tokenizer_file
     eos = _eos_id(info)
     if eos is not None:
-        out["loss.mask_agnostic.eos_id"] = eos
-        out["sampler.eos_id"] = eos
+        out["data.eos_id"] = eos
     return out
 
 

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 
 from mdlm_jax.checkpoint import hf_tables
+from mdlm_jax.param_trees import flatten
 
 DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -30,29 +31,6 @@ DTYPES = {
 CODES = {v: k for k, v in DTYPES.items()}
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-
-
-def flat(tree, prefix="") -> dict:
-    """``{'a/b/c': leaf}`` from a nested dict of params."""
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flat(v, name + "/"))
-        else:
-            out[name] = v
-    return out
-
-
-def unflat(flat_tree: dict) -> dict:
-    tree: dict = {}
-    for path, v in flat_tree.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
 
 
 class TensorRef:
@@ -250,7 +228,7 @@ def export(params, model_config, out_dir: str, *, family: str, like: str | None 
         raise ValueError(f"exporting a {family} model needs its mask id: pass mask_id= or "
                          "like= a directory that names it")
     params = merge_lora(params, lora)
-    leaves = flat(params)
+    leaves = flatten(params)
     rows = hf_tables.rows_for(family, leaves)
     covered = {p for r in rows for p in r.ours}
     left = [p for p in leaves if p not in covered]

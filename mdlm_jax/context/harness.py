@@ -40,7 +40,7 @@ def encode_point(point, model: Model, cx):
     mask tokens."""
     tok = model.tokenizer
     prompt = tasks.build_prompt(cx.seed, point.relevant, point.distractor, point.index,
-                                point.layout)
+                                point.layout, tasks.word_lists(cx.words))
     slot_id = tok.eos_id if model.causal else model.mask_id
     k = point.extra
     if point.filler == "dot":
@@ -73,14 +73,19 @@ def check_fits(point, enc, max_length: int, filler_tokens: int) -> None:
                      "context.n_relevant / n_distractors")
 
 
-def _check_model_for(exp, points, model: Model) -> None:
+def _points_for(exp, points, model: Model) -> list:
+    """The points ``model`` can score: a causal model has no mask token, so dot_filler
+    keeps its ``' .'`` series (and k = 0) for it; other mask experiments are refused."""
     if not model.causal:
-        return
+        return points
+    if exp.name == "dot_filler":
+        points = [p for p in points if p.filler == "dot" or p.extra == 0]
     if any(p.method in ("random", "confidence") or (p.filler == "mask" and p.extra != 0)
            for p in points):
         raise ValueError(f"experiment {exp.name!r} puts mask tokens in the prompt, and "
                          f"{model.name} is a causal (AR) model without one; run locality, "
                          "mask_location, attribution or dot_filler on it")
+    return points
 
 
 # -------------------------------------------------------------------- results
@@ -105,8 +110,12 @@ def _claim_folder(folder: str, header: dict) -> None:
         diff = [k for k in header if old.get(k) != header[k]]
         if diff:
             k = diff[0]
+            fix = "use another --workdir"
+            if k == "step":  # the model was trained further since these results
+                fix = f"keep them by moving the folder aside (mv {folder} {folder}.old) or use " \
+                      "another --workdir"
             raise ValueError(f"{folder} holds results of another run ({k}: {old.get(k)!r}, now "
-                             f"{header[k]!r}); use another --workdir (nothing was overwritten)")
+                             f"{header[k]!r}); {fix} (nothing was overwritten)")
         return
     with open(path, "x") as f:
         json.dump(header, f, indent=2)
@@ -256,7 +265,7 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
         mesh = mesh_lib.make_mesh(config.mesh)
     if model is None:
         model = load_model(config, mesh)
-    _check_model_for(exp, points, model)
+    points = _points_for(exp, points, model)
     runner = Runner(model, cx, mesh, config.mesh.rules)
     folder = os.path.join(workdir, "context", folder_name or exp.name)
     path = os.path.join(folder, "results.jsonl")
@@ -270,6 +279,10 @@ def run(config, workdir: str, *, model: Model | None = None, mesh=None,
     header = {"experiment": exp.name, "model": model.name, "model_path": cx.model_path,
               "tokenizer": model.tokenizer.name, "seed": cx.seed, "dtype": cx.dtype,
               "mask_in_softmax": "keep" if model.keep_mask else "drop"}
+    if cx.words != "all":  # (absent for every word: folders of earlier runs stay valid)
+        header["words"] = cx.words
+    if model.step is not None:  # results of a workdir belong to one checkpoint step
+        header["step"] = model.step
     if jax.process_index() == 0:
         _claim_folder(folder, header)
     size = cx.batch_size

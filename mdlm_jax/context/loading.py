@@ -27,6 +27,7 @@ class Model:
     name: str
     causal: bool
     keep_mask: bool = False
+    step: int | None = None  # the checkpoint step of a workdir; None: a HF directory
 
 
 # ------------------------------------------------------------------------ model
@@ -74,14 +75,14 @@ def load_model(config, mesh=None) -> Model:
         from mdlm_jax.model_loading import load_model
 
         cfg = read_config(path)
-        _, params, _ = load_model(path, cfg, mesh=mesh, use_ema=True)
+        _, params, step = load_model(path, cfg, mesh=mesh, use_ema=True)
         with cfg.unlocked():
             cfg.lora.rank = 0  # adapters are merged by load_model
     elif is_hf_dir(path):
         from mdlm_jax.checkpoint import hf
 
         cfg = config_from_hf_dir(config, path)
-        params = hf.init_params_from(cfg, mesh)
+        params, step = hf.init_params_from(cfg, mesh), None
     else:
         raise ValueError(f"context.model_path={path!r} is neither a workdir of this project "
                          "(config.json + checkpoints/) nor a HuggingFace directory (config.json "
@@ -94,7 +95,8 @@ def load_model(config, mesh=None) -> Model:
     apply = model_lib.abstract(cfg.model)[0]
     name = cx.model_name or os.path.basename(os.path.normpath(path))
     return Model(apply, params, cfg.model, get_tokenizer(cfg.data), cfg.diffusion.mask_id,
-                 name, bool(cfg.model.causal), resolve_mask_in_softmax(cfg))
+                 name, bool(cfg.model.causal), resolve_mask_in_softmax(cfg),
+                 None if step is None else int(step))
 
 
 __all__ = ["Model", "config_from_hf_dir", "is_hf_dir", "is_workdir", "load_model"]

@@ -130,7 +130,13 @@ def markdown_table(exp, summary: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def plot(exp, summary: dict, path: str) -> None:
+METRICS = {"accuracy": ("accuracy", "ci95"),  # plotted measure -> (value, 95% CI half-width)
+           "p_correct": ("p(correct)", "p_correct_ci95")}
+
+
+def plot(exp, summary: dict, path: str, metric: str = "accuracy") -> None:
+    """One line per series with its 95% band; ``metric`` accuracy (with the restricted
+    accuracy dashed) or p_correct."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,20 +160,21 @@ def plot(exp, summary: dict, path: str) -> None:
         series = {}
         for c in summary["conditions"]:
             series.setdefault(c["series"], []).append(c)
+        label, ci_key = METRICS[metric]
         for name, cs in series.items():
             xs = np.asarray([c["x"] for c in cs], float)
-            ys = np.asarray([c["accuracy"] for c in cs], float)
+            ys = np.asarray([c.get(metric, np.nan) for c in cs], float)
             (line,) = ax.plot(xs, ys, "o-", ms=4, label=name)
-            if all(c["ci95"] is not None for c in cs):
-                ci = np.asarray([c["ci95"] for c in cs], float)
+            if all(c.get(ci_key) is not None for c in cs):
+                ci = np.asarray([c[ci_key] for c in cs], float)
                 ax.fill_between(xs, ys - ci, ys + ci, alpha=0.2, color=line.get_color())
-            if all("restricted_accuracy" in c for c in cs):  # sensitive at small scale
+            if metric == "accuracy" and all("restricted_accuracy" in c for c in cs):
                 ax.plot(xs, [c["restricted_accuracy"] for c in cs], "x--", ms=4, lw=1,
                         color=line.get_color(), label=f"{name} (argmax over A/B/C)")
         ax.axhline(1 / 3, ls=":", color="k", lw=1, label="chance")
         ax.set_ylim(0, 1)
         ax.set_xlabel(exp.xlabel)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(label)
     ax.set_title(f"({exp.number}) {exp.title}\n{summary['model']}", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -198,4 +205,5 @@ def write(folder: str, exp, summary: dict, rows) -> None:
     _replace(os.path.join(folder, "plot.png"), lambda p: plot(exp, summary, p))
 
 
-__all__ = ["attribution_fields", "markdown_table", "mean_ci", "plot", "summarize", "write"]
+__all__ = ["METRICS", "attribution_fields", "markdown_table", "mean_ci", "plot", "summarize",
+           "write"]

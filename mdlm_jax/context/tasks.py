@@ -19,11 +19,19 @@ the examples do not change when only the layout changes, so sweeps over the bloc
 the question location or the mask count compare the same questions. The test question's
 answer letter is ``index % 3`` (balanced A / B / C), and none of its three words appears in
 any in-context example. The word lists are package data (``context/words/*.txt``).
+
+Held-out words (``context.words``): each category's list splits into training words and
+evaluation words (a quarter, chosen by a hash: :func:`word_lists`). Models trained on the
+generated task corpus (``data.name='context_tasks'``) see only the training words;
+the suite evaluates them on the evaluation words (``'heldout'``). ``'all'`` (the default,
+for published models) uses every word.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import random
 from importlib import resources
 
@@ -42,6 +50,26 @@ def _read_words(category: str) -> tuple[str, ...]:
 
 
 WORDS = {c: _read_words(c) for c in CATEGORIES}
+WORD_SETS = ("all", "train", "heldout")
+HELDOUT_SHARE = 4  # one in 4 of each category's words is an evaluation word
+
+
+def _heldout(ws) -> set[str]:
+    """The evaluation words of one list: the quarter first in the order of their SHA-1."""
+    ranked = sorted(ws, key=lambda w: hashlib.sha1(w.encode()).hexdigest())
+    return set(ranked[:len(ws) // HELDOUT_SHARE])
+
+
+@functools.cache
+def word_lists(which: str = "all") -> dict[str, tuple[str, ...]]:
+    """Each category's words: ``all``, the training words (``train``) or the evaluation
+    words (``heldout``); the split depends only on the words (a hash), not on list order."""
+    if which not in WORD_SETS:
+        raise ValueError(f"context.words={which!r} is unknown; use one of {', '.join(WORD_SETS)}")
+    if which == "all":
+        return WORDS
+    keep = which == "heldout"
+    return {c: tuple(w for w in ws if (w in _heldout(ws)) == keep) for c, ws in WORDS.items()}
 
 
 def check_names(names, valid, key: str) -> tuple[str, ...]:
@@ -63,18 +91,20 @@ def task_pairs(relevant=CATEGORIES, distractors=DISTRACTORS) -> list[tuple[str, 
 
 # ------------------------------------------------------------------- questions
 def mc_question(rng: random.Random, task: str, *, right: int | None = None,
-                exclude=frozenset()) -> tuple[tuple[str, str, str], int]:
+                exclude=frozenset(), words=None) -> tuple[tuple[str, str, str], int]:
     """Three options and the index of the correct one, drawn from ``rng``.
 
-    ``right`` fixes the correct index (word tasks); ``exclude`` are words never used.
+    ``right`` fixes the correct index (word tasks); ``exclude`` are words never used;
+    ``words`` the category word lists (default :data:`WORDS`; see :func:`word_lists`).
     """
+    words = WORDS if words is None else words
     if task in DISTRACTORS:
         nums = rng.sample(range(1, 100), 3)
         pick = min(nums) if task == "smallest" else max(nums)
         return tuple(str(n) for n in nums), nums.index(pick)
-    pool = sorted(w for k, ws in WORDS.items() if k != task for w in ws
+    pool = sorted(w for k, ws in words.items() if k != task for w in ws
                   if w not in WORDS[task] and w not in exclude)
-    correct = [w for w in WORDS[task] if w not in exclude]
+    correct = [w for w in words[task] if w not in exclude]
     right = rng.randrange(3) if right is None else right
     opts = rng.sample(pool, 2)
     opts.insert(right, rng.choice(correct))
@@ -134,13 +164,14 @@ class Prompt:
         return self.kinds.index("question")
 
 
-def build_prompt(seed: int, relevant: str, distractor: str, index: int,
-                 layout: Layout) -> Prompt:
-    """The ``index``-th test point of a task pair (see the module docstring)."""
+def build_prompt(seed, relevant: str, distractor: str, index: int,
+                 layout: Layout, words=None) -> Prompt:
+    """The ``index``-th test point of a task pair (see the module docstring); ``words``
+    as in :func:`mc_question`."""
     layout.check()
     rng = random.Random(f"{seed}/{relevant}/{distractor}/{index}")
-    q_opts, q_right = mc_question(rng, relevant, right=index % 3)
-    rel = [example_text(*mc_question(rng, relevant, exclude=set(q_opts)))
+    q_opts, q_right = mc_question(rng, relevant, right=index % 3, words=words)
+    rel = [example_text(*mc_question(rng, relevant, exclude=set(q_opts), words=words))
            for _ in range(layout.n_relevant)]
     dis = [example_text(*mc_question(rng, distractor)) for _ in range(layout.n_distractors)]
     if layout.position >= 0:
@@ -208,5 +239,6 @@ def encode_prompt(prompt: Prompt, tok, *, slot_id: int, filler_ids=()) -> Encode
 
 
 __all__ = ["ANSWER_PREFIX", "CATEGORIES", "DISTRACTORS", "LETTERS", "LOCATIONS", "WORDS",
-           "Encoded", "Layout", "Prompt", "build_prompt", "check_names", "encode_prompt",
-           "example_text", "letter_ids", "mc_question", "options_text", "task_pairs"]
+           "WORD_SETS", "Encoded", "Layout", "Prompt", "build_prompt", "check_names",
+           "encode_prompt", "example_text", "letter_ids", "mc_question", "options_text",
+           "task_pairs", "word_lists"]

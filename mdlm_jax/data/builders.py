@@ -15,7 +15,11 @@ Datasets (``data.name``):
   ``.jsonl``/``.jsonl.gz``/``.parquet`` with a ``text`` field); every 100th document (1%, about
   80k of the 8M pages, close to MDLM's last-100k) is validation.
 
+* ``context_tasks``: the context suite's task format mixed with the embedded corpus
+  (``task_documents.py``; settings ``data.context_tasks``). Built on first use.
+
 ``text_files`` and ``openwebtext`` must be built once with ``python -m mdlm_jax.data.prepare``.
+Which builder a ``data.name`` means, and how it is built, is ``registry.DATASETS``.
 """
 
 from __future__ import annotations
@@ -23,16 +27,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
-import shlex
 from types import SimpleNamespace
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from mdlm_jax.data import documents, packing
+from mdlm_jax.data import documents, packing, task_documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 
@@ -72,6 +76,7 @@ class _PackedBuilder(_LocalBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Tokenized and packed at build time."}
     HOLDOUT_EVERY = 100
+    FILES_IN_NAME = False  # the config name holds a hash of data.files
 
     def _info(self) -> tfds.core.DatasetInfo:
         n = self.builder_config.seq_len
@@ -116,6 +121,7 @@ class TextFiles(_PackedBuilder):
     """Local ``.txt`` / ``.jsonl`` / ``.jsonl.gz`` / ``.parquet`` files (``data.files``)."""
 
     name = "mdlm_text_files"
+    FILES_IN_NAME = True
 
     def _documents(self):
         return documents.file_documents(self.builder_config.files)
@@ -125,9 +131,25 @@ class OpenWebText(TextFiles):
     """A local OpenWebText copy, read like ``TextFiles``."""
 
     name = "mdlm_openwebtext"
+    FILES_IN_NAME = False
 
 
-BUILDERS = {"embedded": EmbeddedCorpus, "text_files": TextFiles, "openwebtext": OpenWebText}
+@dataclasses.dataclass(eq=False)
+class ContextTasksConfig(PackedConfig):
+    tasks: str = ""  # data.context_tasks as JSON
+
+
+class ContextTasks(_PackedBuilder):
+    """The context suite's task format mixed with the embedded corpus (``task_documents``)."""
+
+    name = "mdlm_context_tasks"
+
+    def _generate_examples(self, split):
+        cfg = self.builder_config
+        tok = get_tokenizer(cfg)
+        data_cfg = SimpleNamespace(seq_len=cfg.seq_len, context_tasks=json.loads(cfg.tasks))
+        docs = task_documents.mixed_documents(data_cfg, split, tok)
+        yield from enumerate(packing.pack(docs, cfg.packing, cfg.seq_len, tok.eos_id))
 
 
 def default_data_dir(data_cfg) -> str:
@@ -136,15 +158,13 @@ def default_data_dir(data_cfg) -> str:
     return os.path.abspath(os.path.expanduser(d))
 
 
-def builder_config(data_cfg) -> PackedConfig:
-    if data_cfg.name not in BUILDERS:
-        raise ValueError(f"Unknown dataset {data_cfg.name!r}; valid: {', '.join(BUILDERS)}.")
+def builder_config(data_cfg, cls, files: str = "") -> PackedConfig:
+    """The config of builder ``cls`` for ``data_cfg``'s settings, reading ``files``."""
     packing.check_packing(data_cfg.packing, data_cfg.seq_len)
     parts = [tokenizer_tag(data_cfg), data_cfg.packing, str(int(data_cfg.seq_len))]
-    files = data_cfg.files if data_cfg.name != "embedded" else ""
-    if data_cfg.name != "embedded" and not files:
-        raise ValueError(f"data.name={data_cfg.name!r} needs data.files (a glob of local files).")
-    if data_cfg.name == "text_files":
+    if cls is ContextTasks:
+        return _context_tasks_config(data_cfg, parts)
+    if cls.FILES_IN_NAME:
         parts.append("f" + hashlib.sha1(files.encode()).hexdigest()[:6])
     return PackedConfig(
         name="_".join(parts),
@@ -158,28 +178,22 @@ def builder_config(data_cfg) -> PackedConfig:
     )
 
 
-def get_builder(data_cfg) -> _PackedBuilder:
-    cls = BUILDERS.get(data_cfg.name)
-    config = builder_config(data_cfg)
+def _context_tasks_config(data_cfg, parts) -> ContextTasksConfig:
+    if data_cfg.packing != "wrap":
+        raise ValueError("data.name='context_tasks' packs documents with data.packing='wrap' "
+                         f"(got {data_cfg.packing!r})")
+    tasks_json = json.dumps(task_documents.settings(data_cfg), sort_keys=True)
+    parts.append("t" + hashlib.sha1(tasks_json.encode()).hexdigest()[:8])
+    return ContextTasksConfig(
+        name="_".join(parts), version=_PackedBuilder.VERSION, tokenizer=data_cfg.tokenizer,
+        tokenizer_path=data_cfg.tokenizer_path or "", seq_len=int(data_cfg.seq_len),
+        packing=data_cfg.packing, tasks=tasks_json, description=f"context_tasks {tasks_json}")
+
+
+def get_builder(cls, data_cfg, files: str = "") -> _PackedBuilder:
+    """Packed-text builder ``cls`` for ``data_cfg`` (a ``registry.Dataset.builder``)."""
+    config = builder_config(data_cfg, cls, files)
     return cls(config=config, data_dir=default_data_dir(data_cfg), file_format="array_record")
-
-
-def prepare_command(data_cfg) -> str:
-    """The shell command that builds the dataset ``data_cfg`` describes."""
-    args = ["python", "-m", "mdlm_jax.data.prepare", "--name", data_cfg.name]
-    if data_cfg.name != "embedded":
-        args += ["--files", data_cfg.files]
-    args += ["--tokenizer", data_cfg.tokenizer]
-    if data_cfg.tokenizer_path:
-        args += ["--tokenizer_path", data_cfg.tokenizer_path]
-    args += ["--seq_len", str(data_cfg.seq_len), "--packing", data_cfg.packing]
-    args += ["--data_dir", default_data_dir(data_cfg)]
-    return " ".join(shlex.quote(a) for a in args)
-
-
-def prepare(data_cfg, builder: _PackedBuilder | None = None) -> tuple[_PackedBuilder, bool]:
-    """Builds the dataset unless already prepared; returns (builder, built_now)."""
-    return build_once(lambda: get_builder(data_cfg), builder)
 
 
 def build_once(make_builder, builder=None):
@@ -213,30 +227,6 @@ def _folders(builder) -> list[str]:
         path = os.path.dirname(path)
     downloads = os.path.join(root, "downloads")
     return out + [os.path.join(downloads, "extracted"), downloads, root]
-
-
-def load_builder(data_cfg) -> _PackedBuilder:
-    """The prepared builder; the embedded corpus is built on first use, others must exist."""
-    builder = get_builder(data_cfg)
-    if builder.is_prepared():
-        return builder
-    if data_cfg.name == "embedded":
-        return prepare(data_cfg, builder)[0]
-    raise FileNotFoundError(
-        f"Prepared dataset {data_cfg.name!r} not found: expected {builder.data_dir}. "
-        f"Build it once with:\n  {prepare_command(data_cfg)}"
-    )
-
-
-def split_sizes(data_cfg) -> dict[str, int]:
-    """Number of records per split of the (prepared) dataset."""
-    builder = load_builder(data_cfg)
-    return {name: int(s.num_examples) for name, s in builder.info.splits.items()}
-
-
-def data_source(data_cfg, split: str):
-    """Random-access source of ``split`` (``tfds`` ``ArrayRecordDataSource``)."""
-    return split_source(load_builder(data_cfg), split, data_cfg.name)
 
 
 def split_source(builder, split: str, name: str):

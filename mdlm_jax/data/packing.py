@@ -1,7 +1,8 @@
 """Packing tokenized documents into fixed-length records.
 
 * ``wrap`` (MDLM): EOS after every document, everything concatenated and cut into chunks of
-  exactly ``seq_len``; the last partial chunk is dropped. ``valid`` is all True.
+  exactly ``seq_len``; the last partial chunk is dropped. ``valid`` is all True, except
+  where a document gives its own flags (mask tokens given as input: ``task_documents``).
 * ``pad`` (LM1B style): one document per record, truncated to ``seq_len``, an EOS after it when
   it fits, padded with EOS. ``valid`` marks the document tokens and its closing EOS.
 """
@@ -34,18 +35,24 @@ def tokenize(docs: Iterable[str], tokenizer, batch_size: int = 256) -> Iterator[
         yield from tokenizer.encode_batch(batch)
 
 
-def pack_wrap(token_lists: Iterable[list[int]], seq_len: int, eos_id: int) -> Iterator[dict]:
+def pack_wrap(token_lists: Iterable, seq_len: int, eos_id: int) -> Iterator[dict]:
+    """An item is a list of ids, or ``(ids, valid)`` with a flag per id (the EOS after a
+    document is valid)."""
     buf: list[int] = []
-    valid = np.ones(seq_len, np.bool_)
-    for ids in token_lists:
+    flags: list[bool] = []
+    for item in token_lists:
+        ids, ok = item if isinstance(item, tuple) else (item, None)
         buf.extend(ids)
         buf.append(eos_id)
+        flags.extend([True] * len(ids) if ok is None else ok)
+        flags.append(True)
         n = len(buf) // seq_len
         if n:
             rows = np.asarray(buf[: n * seq_len], np.int32).reshape(n, seq_len)
-            buf = buf[n * seq_len :]
-            for row in rows:
-                yield {"tokens": row, "valid": valid}
+            valid = np.asarray(flags[: n * seq_len], np.bool_).reshape(n, seq_len)
+            buf, flags = buf[n * seq_len :], flags[n * seq_len :]
+            for row, v in zip(rows, valid):
+                yield {"tokens": row, "valid": v}
 
 
 def pack_pad(token_lists: Iterable[list[int]], seq_len: int, eos_id: int) -> Iterator[dict]:

@@ -18,7 +18,7 @@ import grain
 import jax
 import numpy as np
 
-from mdlm_jax.data import builders
+from mdlm_jax.data import registry
 
 
 class _ProcessSlot(grain.MapDataset):
@@ -80,12 +80,7 @@ def _processes(global_batch_size: int, process_index, process_count) -> tuple[in
 
 
 def _source(data_cfg, split: str):
-    if data_cfg.name == "prompt_answer":
-        from mdlm_jax.data import prompt_answer
-
-        source = prompt_answer.data_source(data_cfg, split)
-    else:
-        source = builders.data_source(data_cfg, split)
+    source = registry.data_source(data_cfg, split)
     if len(source) == 0:
         raise ValueError(f"Split {split!r} of {data_cfg.name!r} has no records.")
     return source
@@ -93,13 +88,12 @@ def _source(data_cfg, split: str):
 
 def _iterate(ds: grain.MapDataset, local: int, data_cfg):
     """Whole batches are read ahead (4 in flight); with ``data.num_workers`` > 0, worker
-    processes produce alternate batches, which grain hands back in order. Prompt/answer
-    records become the batch layout of ``prompt_answer.batch_fields`` first."""
+    processes produce alternate batches, which grain hands back in order. Records become
+    batch rows by the dataset's ``registry.Dataset.to_batch`` first."""
     options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
-    if data_cfg.name == "prompt_answer":
-        from mdlm_jax.data import prompt_answer
-
-        ds = ds.map(prompt_answer.batch_fields)
+    to_batch = registry.dataset(data_cfg.name).to_batch
+    if to_batch is not None:
+        ds = ds.map(to_batch)
     it_ds = ds.batch(local, drop_remainder=True).to_iter_dataset(options)
     workers = int(getattr(data_cfg, "num_workers", 0) or 0)
     if workers > 0:
@@ -172,7 +166,7 @@ def make_eval_iterator(
 
 def dataset_info(data_cfg) -> dict:
     """Records per split, sequence length and where the prepared dataset lives."""
-    builder = builders.load_builder(data_cfg)
+    builder = registry.load_builder(data_cfg)
     return {
         "name": data_cfg.name,
         "dir": builder.data_dir,

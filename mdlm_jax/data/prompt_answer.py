@@ -7,6 +7,9 @@ Sources (``data.name='prompt_answer'``):
   ``question`` and ``response``;
 * ``data.files='embedded'``: a small multiple-choice set generated in code
   (:func:`embedded_examples`, the paper's task family), for the quickstart fine-tune.
+* ``data.files='context_tasks'``: the context suite's prompts with the answer letter as
+  the answer, from the generated task corpus (``task_documents.prompt_answer_examples``,
+  settings ``data.context_tasks``), for the mask-agnostic fine-tunes of ``configs/repro``.
 
 Chat templates (``data.chat_template``): ``''`` (plain: prompt then answer, a system prompt
 joined by a blank line) and ``'llada'`` (LLaDA / Llama-3 headers; the answer ends with
@@ -40,16 +43,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from mdlm_jax.context import tasks
-from mdlm_jax.data import builders, documents
+from mdlm_jax.data import builders, documents, task_documents
 from mdlm_jax.data.tokenizers import get_tokenizer, tokenizer_tag
 
 EMBEDDED = "embedded"
+CONTEXT_TASKS = "context_tasks"
 TEMPLATES = ("", "llada")
 LLADA_BOS = "<|startoftext|>"
 
@@ -162,6 +168,7 @@ class PromptAnswerConfig(tfds.core.BuilderConfig):
     seq_len: int = 128
     chat_template: str = ""
     files: str = EMBEDDED
+    tasks: str = ""  # files='context_tasks': data.context_tasks as JSON
 
 
 class PromptAnswer(builders._LocalBuilder):
@@ -190,44 +197,40 @@ class PromptAnswer(builders._LocalBuilder):
     def _generate_examples(self, split):
         cfg = self.builder_config
         tok = get_tokenizer(cfg)
-        embedded = cfg.files == EMBEDDED
-        source = embedded_examples() if embedded else read_jsonl(cfg.files)
-        every = 20 if embedded else 100
-        for i, (prompt, answer, system, where) in enumerate(
-                documents.split_documents(source, split, every)):
+        if cfg.files == CONTEXT_TASKS:
+            data_cfg = SimpleNamespace(seq_len=cfg.seq_len, context_tasks=json.loads(cfg.tasks))
+            source = task_documents.prompt_answer_examples(data_cfg, split, tok)
+        else:
+            embedded = cfg.files == EMBEDDED
+            source = embedded_examples() if embedded else read_jsonl(cfg.files)
+            source = documents.split_documents(source, split, 20 if embedded else 100)
+        for i, (prompt, answer, system, where) in enumerate(source):
             yield i, encode_example(tok, prompt, answer, cfg.seq_len,
                                     template=cfg.chat_template, system=system, where=where)
 
 
-def builder_config(data_cfg) -> PromptAnswerConfig:
+def builder_config(data_cfg, files: str) -> PromptAnswerConfig:
     if data_cfg.chat_template not in TEMPLATES:
         raise ValueError(f"data.chat_template={data_cfg.chat_template!r} is unknown; "
                          f"use one of {TEMPLATES}")
-    files = data_cfg.files or ""
-    if not files:
-        raise ValueError("data.name='prompt_answer' needs data.files: a glob of .jsonl files "
-                         f"or {EMBEDDED!r} for the generated multiple-choice set")
     src = EMBEDDED if files == EMBEDDED else "f" + hashlib.sha1(files.encode()).hexdigest()[:6]
+    tasks_json = ""
+    if files == CONTEXT_TASKS:
+        tasks_json = json.dumps(task_documents.settings(data_cfg), sort_keys=True)
+        src = "t" + hashlib.sha1(tasks_json.encode()).hexdigest()[:8]
     parts = [tokenizer_tag(data_cfg), data_cfg.chat_template or "plain",
              str(int(data_cfg.seq_len)), src]
     return PromptAnswerConfig(
         name="_".join(parts), version=PromptAnswer.VERSION, tokenizer=data_cfg.tokenizer,
         tokenizer_path=data_cfg.tokenizer_path or "", seq_len=int(data_cfg.seq_len),
-        chat_template=data_cfg.chat_template, files=files, description=f"files={files!r}")
+        chat_template=data_cfg.chat_template, files=files, tasks=tasks_json,
+        description=f"files={files!r}")
 
 
-def get_builder(data_cfg) -> PromptAnswer:
-    return PromptAnswer(config=builder_config(data_cfg),
+def get_builder(data_cfg, files: str) -> PromptAnswer:
+    """The builder of ``files`` for ``data_cfg`` (a ``registry.Dataset.builder``)."""
+    return PromptAnswer(config=builder_config(data_cfg, files),
                         data_dir=builders.default_data_dir(data_cfg), file_format="array_record")
-
-
-def load_builder(data_cfg) -> PromptAnswer:
-    """The prepared builder, built on first use (a build that fails leaves nothing behind)."""
-    return builders.build_once(lambda: get_builder(data_cfg))[0]
-
-
-def data_source(data_cfg, split: str):
-    return builders.split_source(load_builder(data_cfg), split, "prompt_answer")
 
 
 def main(argv=None) -> None:
@@ -240,6 +243,8 @@ def main(argv=None) -> None:
 def _build(argv) -> None:
     import argparse
 
+    from mdlm_jax.data import registry
+
     parser = argparse.ArgumentParser(description="Build a prompt_answer dataset once.")
     parser.add_argument("--files", default=EMBEDDED)
     parser.add_argument("--tokenizer", default="char")
@@ -249,7 +254,7 @@ def _build(argv) -> None:
     parser.add_argument("--data_dir", default="")
     args = parser.parse_args(argv)
     cfg = builders.data_config(name="prompt_answer", **vars(args))
-    builder = load_builder(cfg)
+    builder = registry.load_builder(cfg)
     sizes = {k: int(v.num_examples) for k, v in builder.info.splits.items()}
     print(f"prompt_answer ({builder.builder_config.name}) in {builder.data_dir}: {sizes}")
 

@@ -233,3 +233,11 @@ def get_tokenizer(data_cfg) -> Tokenizer:
     if name == "hf":
         return HFTokenizer(path)
     raise ValueError(f"Unknown tokenizer {name!r}; valid names: {', '.join(TOKENIZERS)}.")
+
+
+def eos_id(data_cfg) -> int:
+    """The data's EOS / padding id: ``data.eos_id`` when a config states it (a recipe that
+    describes a model without its files), else the tokenizer's (the id the pipeline pads
+    with). ``checks.check_tokenizer`` refuses a stated id that differs from the tokenizer's."""
+    stated = int(getattr(data_cfg, "eos_id", -1))
+    return stated if stated >= 0 else int(get_tokenizer(data_cfg).eos_id)

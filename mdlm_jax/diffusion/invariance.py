@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdlm_jax.data.tokenizers import eos_id
 from mdlm_jax.diffusion import mask_agnostic, schedules
 from mdlm_jax.diffusion.parameterization import clean_log_probs
 from mdlm_jax.monitoring import require_finite
 
 
-def _probe_fn(apply, counts, mcfg, mask_id: int, schedule):
-    eos_id = mcfg.eos_id
+def _probe_fn(apply, counts, mcfg, mask_id: int, eos_id: int, schedule):
 
     def probe(params, batch, rng, p):
         x0 = batch["tokens"]
@@ -75,9 +75,9 @@ def invariance_report(apply, params, batches, config, probe_mask_counts=(0, 8, 3
     if not counts or counts[0] < 0:
         raise ValueError(f"probe_mask_counts={probe_mask_counts} must be counts >= 0")
     mcfg = config.loss.mask_agnostic
-    mask_agnostic.check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
+    mask_agnostic.check_mask_agnostic_config(mcfg)
     p = 0.5 * (mcfg.p_low + mcfg.p_high)
-    probe = _probe_fn(apply, counts, mcfg, config.diffusion.mask_id,
+    probe = _probe_fn(apply, counts, mcfg, config.diffusion.mask_id, eos_id(config.data),
                       schedules.from_config(config.diffusion))
     sums = {k: {"ce": 0.0, "acc": 0.0, "tv": 0.0, "tokens": 0.0} for k in counts}
     n_batches, examples = 0, 0

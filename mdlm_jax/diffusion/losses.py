@@ -109,13 +109,18 @@ def masked_nelbo(logits_BxLxV, x0_BxL, xt_BxL, t_B, schedule, mask_id: int):
     positions contribute and the mask token gets no probability.
     """
     return nelbo_sums(nll_per_position(logits_BxLxV, x0_BxL, mask_id), xt_BxL, t_B,
-                      schedule, mask_id)
+                      schedule, mask_id, x0_BxL=x0_BxL)
 
 
-def nelbo_sums(nll_BxL, xt_BxL, t_B, schedule, mask_id: int):
+def nelbo_sums(nll_BxL, xt_BxL, t_B, schedule, mask_id: int, *, x0_BxL=None):
     """The one NELBO reduction (training, ``eval``, likelihoods): per sequence,
-    ``w(t) * sum`` of the per-position NLL over the positions masked in ``xt``."""
-    per_seq = jnp.sum(jnp.where(xt_BxL == mask_id, nll_BxL, 0.0), axis=-1)
+    ``w(t) * sum`` of the per-position NLL over the positions masked in ``xt``. With
+    ``x0_BxL``, mask tokens given as input data (``valid=False`` positions of the
+    ``context_tasks`` corpus) are not scored: they were not masked by the forward process."""
+    scored = xt_BxL == mask_id
+    if x0_BxL is not None:
+        scored = scored & (x0_BxL != mask_id)
+    per_seq = jnp.sum(jnp.where(scored, nll_BxL, 0.0), axis=-1)
     return schedule.weight(t_B) * per_seq
 
 
@@ -253,7 +258,7 @@ def nelbo(apply, params, batch, rng, cfg):
         nll = token_scores(apply, params, xt, t,
                            lambda lg, x: nll_per_position(lg, x, dcfg.mask_id), (x0,),
                            segment_ids_BxL=segment_ids, chunk=cfg.loss.logits_chunk)
-        per_seq = nelbo_sums(nll, xt, t, schedule, dcfg.mask_id)
+        per_seq = nelbo_sums(nll, xt, t, schedule, dcfg.mask_id, x0_BxL=x0)
         count = jnp.sum(maskable & valid, axis=-1).astype(jnp.float32)
         loss = _normalize(per_seq, count, normalization(cfg))
         return loss, {

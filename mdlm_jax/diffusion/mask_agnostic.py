@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mdlm_jax.data.tokenizers import eos_id
 from mdlm_jax.diffusion import schedules
 from mdlm_jax.diffusion.losses import batch_masks, register, token_scores
 from mdlm_jax.diffusion.parameterization import clean_log_probs
@@ -25,7 +26,8 @@ from mdlm_jax.diffusion.parameterization import clean_log_probs
 # a = min(pretrain_answer_len, n - 1) tokens starting at c ~ U{1 .. min(n - a, L - a - 1)}
 # and tokens [0, c) are the prompt; everything after the window is dropped (``segment_ids``
 # are not used: the prompt may span packed documents).
-# x_i = prompt + noised answer + [MASK] * l_i, EOS (``eos_id``) to the batch's static L, so
+# x_i = prompt + noised answer + [MASK] * l_i, EOS (the data's, ``tokenizers.eos_id``) to the
+# batch's static L, so
 # room = L - q - a. The model sees the EOS padding (as in LLaDA's SFT and the paper); it
 # never enters either term. A row whose count range min(room, max_masks) is < 1 cannot draw
 # l1 != l2: it gets l1 = l2 = 0, contributes CE but no TV, and is counted in
@@ -33,7 +35,7 @@ from mdlm_jax.diffusion.parameterization import clean_log_probs
 MA_BRANCHES = ("none", "first", "second")
 
 
-def check_mask_agnostic_config(mcfg, mask_id: int) -> None:
+def check_mask_agnostic_config(mcfg) -> None:
     """Clear errors for settings the mask-agnostic term cannot honour."""
     if mcfg.beta < 0:
         raise ValueError(f"loss.mask_agnostic.beta={mcfg.beta} must be >= 0")
@@ -52,9 +54,6 @@ def check_mask_agnostic_config(mcfg, mask_id: int) -> None:
     if mcfg.stop_gradient_branch not in MA_BRANCHES:
         raise ValueError(f"loss.mask_agnostic.stop_gradient_branch="
                          f"{mcfg.stop_gradient_branch!r}; use one of {MA_BRANCHES}")
-    if mcfg.eos_id < 0 or mcfg.eos_id == mask_id:
-        raise ValueError(f"loss.mask_agnostic.eos_id={mcfg.eos_id} must be the tokenizer's EOS "
-                         f"id (>= 0 and not the mask id {mask_id})")
     if any(int(k) != k or k < 0 for k in mcfg.probe_mask_counts):
         raise ValueError(f"loss.mask_agnostic.probe_mask_counts={tuple(mcfg.probe_mask_counts)}"
                          " must be whole counts >= 0")
@@ -64,13 +63,9 @@ def check_mask_agnostic_config(mcfg, mask_id: int) -> None:
 
 
 def check_mask_agnostic(config, tokenizer) -> None:
-    """The term's load-time check: its settings, and its EOS id against the tokenizer's."""
-    mcfg = config.loss.mask_agnostic
-    check_mask_agnostic_config(mcfg, config.diffusion.mask_id)
-    if mcfg.eos_id != tokenizer.eos_id:
-        raise ValueError(f"loss.mask_agnostic.eos_id={mcfg.eos_id} differs from the tokenizer's "
-                         f"EOS id {tokenizer.eos_id}; set --config.loss.mask_agnostic.eos_id="
-                         f"{tokenizer.eos_id}")
+    """The term's load-time check of its settings (the EOS id is checked with the
+    tokenizer, ``checks.check_tokenizer``)."""
+    check_mask_agnostic_config(config.loss.mask_agnostic)
 
 
 def mask_agnostic_terms(logits1_BxAxV, logits2_BxAxV, answer_BxA, masked_BxA, p_B, *,
@@ -204,8 +199,9 @@ def mask_agnostic(apply, params, batch, rng, cfg):
     p = realised_rate(masked, a, p)
     t = schedules.from_config(cfg.diffusion).time_at(p)
     l1, l2, ok = draw_mask_counts(k_l, length - q - a, cap)
-    x1 = with_extra_masks(x0, q, a, masked, l1, mask_id, mcfg.eos_id)
-    x2 = with_extra_masks(x0, q, a, masked, l2, mask_id, mcfg.eos_id)
+    eos = eos_id(cfg.data)
+    x1 = with_extra_masks(x0, q, a, masked, l1, mask_id, eos)
+    x2 = with_extra_masks(x0, q, a, masked, l2, mask_id, eos)
 
     def positions(logits_2BxCxV, answer_2BxC):
         lg1, lg2 = logits_2BxCxV[:b], logits_2BxCxV[b:]

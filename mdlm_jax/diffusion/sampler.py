@@ -21,7 +21,16 @@ Strategies (``sampler.strategy``):
   time-conditioned model is told the schedule's time for the generation region's current
   mask rate (here and in ``threshold``).
 - ``threshold``: Fast-dLLM: every masked token of the block with confidence >= tau,
-  at least the most confident one per step; optional block-wise KV cache.
+  at least the most confident one per step.
+
+Fast-dLLM's block-wise KV cache (``sampler.kv_cache``, with ``confidence`` / ``threshold``)
+uses the model's cached forward (``cached``: ``prefill`` and ``window`` callables, e.g.
+``apply.cached``). At the start of each block ``prefill`` runs the whole canvas and keeps
+every layer's keys and values; within the block only a window is recomputed against them:
+
+- ``prefix``: the window is ``[block_start, L)`` (block and suffix recomputed, prefix
+  cached);
+- ``dual``: the window is the current block only (prefix and suffix cached).
 
 Noise, top-k / top-p and confidence scores live in ``diffusion.categorical``.
 """
@@ -34,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdlm_jax.config_base import base_config
 from mdlm_jax.diffusion import parameterization, schedules
 from mdlm_jax.diffusion.categorical import confidence, filter_logits, sample_x0
 
@@ -43,32 +53,36 @@ TIME_GRIDS = ("uniform", "cosine")
 REMASKING = ("low_confidence", "random")
 
 
+# The sampler's defaults are declared once, in ``config_base`` (the ``sampler`` group).
+_DEFAULTS = base_config().sampler
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the loop needs, resolved from ``config.sampler`` (+ model/diffusion)."""
 
-    strategy: str = "ancestral"
-    steps: int = 64
-    gen_length: int = 128
-    block_length: int = 128
-    extra_masks: int = 0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    time_grid: str = "uniform"
-    use_cache: bool = True
-    remasking: str = "low_confidence"
-    threshold: float = 0.9
-    kv_cache: str = "none"
+    strategy: str = _DEFAULTS.strategy
+    steps: int = _DEFAULTS.steps
+    gen_length: int = _DEFAULTS.gen_length
+    block_length: int = _DEFAULTS.block_length
+    extra_masks: int = _DEFAULTS.extra_masks
+    temperature: float = _DEFAULTS.temperature
+    top_k: int = _DEFAULTS.top_k
+    top_p: float = _DEFAULTS.top_p
+    time_grid: str = _DEFAULTS.time_grid
+    use_cache: bool = _DEFAULTS.use_cache
+    remasking: str = _DEFAULTS.remasking
+    threshold: float = _DEFAULTS.threshold
+    kv_cache: str = _DEFAULTS.kv_cache
     mask_in_softmax: bool = False  # True: keep the mask token (published LLaDA / Fast-dLLM)
-    suppress_eos_confidence: bool = False
-    eos_id: int = -1
+    suppress_eos_confidence: bool = _DEFAULTS.suppress_eos_confidence
+    eos_id: int = _DEFAULTS.eos_id
     mask_id: int = 0
     time_conditioning: bool = False
     max_length: int = 1024
     vocab_size: int = 0  # 0: prompt ids unchecked
     schedule: schedules.Schedule = schedules.LogLinear()
-    seed: int = 0
+    seed: int = _DEFAULTS.seed
 
     @classmethod
     def from_config(cls, config, **overrides) -> Settings:
@@ -205,8 +219,11 @@ def select_top(score_BxL, count_B):
 
 # ---------------------------------------------------------------------- the loop
 def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
-             debug: bool = False, model_cfg=None):
+             debug: bool = False, cached=None):
     """Decode the masked positions of the generation region of ``canvas_BxL``.
+
+    ``cached``: the model's cached forward (``prefill``, ``window``; e.g. ``apply.cached``),
+    needed when ``s.kv_cache`` is not 'none'.
 
     Returns a dict: ``tokens`` [B, L] (extra masks left as mask ids), ``commit_step``
     [B, L] (the step that committed each position, -1 where fixed), ``model_calls`` and
@@ -232,12 +249,12 @@ def generate(apply, params, canvas_BxL, rng, s: Settings, *, gen_start: int,
     if s.strategy == "ancestral":
         st = _ancestral(apply, params, st, rng, s, region)
     else:
-        kv = None
-        if s.kv_cache != "none":
-            from mdlm_jax.diffusion import kv_cache
-
-            kv = kv_cache.BlockCache(model_cfg, s.kv_cache, s.block_length)
-        st = _blockwise(apply, params, st, rng, s, gen_start, kv)
+        if s.kv_cache != "none" and cached is None:
+            raise ValueError(f"sampler.kv_cache={s.kv_cache!r} needs the model's cached forward: "
+                             "pass cached=apply.cached to the sampler (or set "
+                             "--config.sampler.kv_cache=none)")
+        st = _blockwise(apply, params, st, rng, s, gen_start,
+                        None if s.kv_cache == "none" else cached)
     if debug:  # rows after the last step repeat the final canvas
         after = jnp.arange(max_steps + 1)[:, None, None] > st["step"]
         st["trajectory"] = jnp.where(after, st["x"][None], st["trajectory"])
@@ -305,8 +322,9 @@ def _ancestral(apply, params, st, rng, s: Settings, region_L):
     return {k: v for k, v in st.items() if k not in ("logits", "changed")}
 
 
-def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
-    """``confidence`` and ``threshold``: a loop over blocks, an inner loop over steps."""
+def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, cached):
+    """``confidence`` and ``threshold``: a loop over blocks, an inner loop over steps.
+    With ``cached`` (a KV cache): one ``prefill`` per block, then ``window`` calls."""
     b, length = st["x"].shape
     pos = jnp.arange(length)
     nb = s.num_blocks
@@ -324,16 +342,20 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
         in_block = (pos >= start) & (pos < start + s.block_length)
         masked_B = jnp.sum((st["x"] == s.mask_id) & in_block[None], axis=-1)
         schedule = num_transfer_tokens(masked_B, steps_per_block)
-        cache = None
-        if kv is not None:
-            first_logits, cache = kv.full(params, st["x"])
+        if cached is not None:
+            first_logits, cache = cached.prefill(params, st["x"], time_of(st["x"]))
             st = dict(st, model_calls=st["model_calls"] + 1)
 
+        def window_logits(x):  # the window's rows recomputed; the others stay stale
+            width = length - start if s.kv_cache == "prefix" else s.block_length
+            ids = jax.lax.dynamic_slice_in_dim(x, start, width, axis=1)
+            logits = cached.window(params, ids, cache, start, time_of(x))
+            return jax.lax.dynamic_update_slice_in_dim(first_logits, logits, start, axis=1)
+
         def logits_at(st, j):
-            if kv is None:
+            if cached is None:
                 return apply(params, st["x"], time_of(st["x"]))
-            return jax.lax.cond(j == 0, lambda: first_logits,
-                                lambda: kv.window(params, st["x"], cache, first_logits, start))
+            return jax.lax.cond(j == 0, lambda: first_logits, lambda: window_logits(st["x"]))
 
         def step(st, j):
             key = jax.random.fold_in(rng, st["step"])
@@ -348,9 +370,9 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
             else:  # the best candidate always commits, so the block loop terminates
                 best = jnp.arange(length)[None] == jnp.argmax(score, -1)[:, None]
                 commit = cand & ((score >= s.threshold) | best)
-            calls = st["model_calls"] + (1 if kv is None else (j > 0).astype(jnp.int32))
+            calls = st["model_calls"] + (1 if cached is None else (j > 0).astype(jnp.int32))
             st = dict(_commit(st, commit, x0), model_calls=calls)
-            if kv is not None:  # Fast-dLLM's cached loop calls once more in such blocks
+            if cached is not None:  # Fast-dLLM's cached loop calls once more in such blocks
                 done = (j == 0) & ~jnp.any((st["x"] == s.mask_id) & in_block[None])
                 st["first_call_blocks"] = st["first_call_blocks"] + done.astype(jnp.int32)
             return st
@@ -368,7 +390,7 @@ def _blockwise(apply, params, st, rng, s: Settings, gen_start: int, kv):
 
         return jax.lax.while_loop(cond, body, (st, jnp.zeros((), jnp.int32)))[0]
 
-    if kv is not None and kv.mode == "prefix":  # the recomputed window varies per block
+    if cached is not None and s.kv_cache == "prefix":  # the window's width varies per block
         for blk in range(nb):
             st = block_body(blk, st)
         return st
@@ -391,8 +413,9 @@ def result_shardings(mesh, *, debug: bool = False) -> dict:
 
 
 def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shardings=None,
-                   rules=None, model_cfg=None, debug: bool = False):
-    """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given.
+                   rules=None, cached=None, debug: bool = False):
+    """``fn(params, canvas_BxL, rng) -> result`` jitted; sharded when ``mesh`` is given;
+    ``cached``: the model's cached forward for ``s.kv_cache`` (see :func:`generate`).
 
     The batch is sharded over the data axes, padded to a multiple of the data-parallel
     size with rows that have nothing to decode (dropped from the result); parameters
@@ -404,7 +427,7 @@ def make_sample_fn(apply, s: Settings, *, gen_start: int, mesh=None, param_shard
     """
     def fn(params, canvas, rng):
         return generate(apply, params, canvas, rng, s, gen_start=gen_start, debug=debug,
-                        model_cfg=model_cfg)
+                        cached=cached)
 
     if mesh is None:
         return jax.jit(fn)

@@ -5,18 +5,43 @@
 
 ``params`` is a plain nested dict of arrays (``nnx.to_pure_dict`` of the module's
 ``nnx.Param`` state). Nothing outside this package needs the module itself.
+
+Next to ``apply``, the same forward pass with a block-wise KV cache (Fast-dLLM's prefix /
+dual caches), ``apply.cached``::
+
+    prefill(params, tokens_BxL, t_B=None) -> (logits_BxLxV, cache)
+    window(params, tokens_BxW, cache, start, t_B=None) -> logits_BxWxV
+
+``prefill`` is ``apply`` that also keeps every layer's keys and values (a ``KVCache``);
+``window`` runs the ``W`` tokens at positions ``[start, start + W)`` of the canvas, their
+queries attending to the cached keys / values with the window's own rows refreshed. With a
+cache of the same canvas its logits are ``apply``'s on those positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 from flax import nnx
 
-from mdlm_jax.model.transformer import Transformer, embed_tokens, head_dim, kv_heads
+from mdlm_jax.model.transformer import (
+    KVCache,
+    Transformer,
+    embed_tokens,
+    head_dim,
+    kv_heads,
+)
 
 Apply = Callable[..., jax.Array]
+
+
+class CachedForward(NamedTuple):
+    """The model's KV-cached entry points (``apply.cached``; see the module docstring)."""
+
+    prefill: Callable  # (params, tokens_BxL, t_B=None) -> (logits_BxLxV, KVCache)
+    window: Callable  # (params, tokens_BxW, cache, start, t_B=None) -> logits_BxWxV
 
 
 def build(model_cfg, key=None, *, transform=None) -> nnx.Module:
@@ -42,7 +67,8 @@ def make_apply(graphdef, abstract_state) -> Apply:
         head(hidden_BxCxD) -> logits_BxCxV (float32), for any slice of C positions
 
     so a loss can project to the vocabulary a chunk of positions at a time
-    (``diffusion.losses.token_scores``)."""
+    (``diffusion.losses.token_scores``); ``apply.cached`` is the same network with a
+    block-wise KV cache (:class:`CachedForward`)."""
 
     def apply(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
         module = bind(graphdef, abstract_state, params)
@@ -51,11 +77,20 @@ def make_apply(graphdef, abstract_state) -> Apply:
 
     def hidden(params, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
         module = bind(graphdef, abstract_state, params)
-        h, cond = module.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
-                                      embeds_BxLxD=embeds_BxLxD)
+        h, cond, _ = module.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
+                                         embeds_BxLxD=embeds_BxLxD)
         return h, lambda h_BxCxD: module.output_logits(h_BxCxD, cond)
 
+    def prefill(params, tokens_BxL, t_B=None):
+        module = bind(graphdef, abstract_state, params)
+        return module(tokens_BxL, t_B, cache=module.empty_cache(*tokens_BxL.shape), start=0)
+
+    def window(params, tokens_BxW, cache, start, t_B=None):
+        module = bind(graphdef, abstract_state, params)
+        return module(tokens_BxW, t_B, cache=cache, start=start)[0]
+
     apply.hidden = hidden
+    apply.cached = CachedForward(prefill, window)
     return apply
 
 
@@ -109,6 +144,6 @@ def count_params(params) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-__all__ = ["Apply", "Transformer", "abstract", "bind", "build", "count_params", "create",
-           "embed_tokens", "head_dim", "init_fn", "kv_heads", "logical_axes_of",
-           "make_apply"]
+__all__ = ["Apply", "CachedForward", "KVCache", "Transformer", "abstract", "bind", "build",
+           "count_params", "create", "embed_tokens", "head_dim", "init_fn",
+           "kv_heads", "logical_axes_of", "make_apply"]

@@ -19,6 +19,13 @@ def param(rngs: nnx.Rngs, init, shape, dtype, axes) -> nnx.Param:
     return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=tuple(axes))
 
 
+def over_leading(w, ndim: int):
+    """``w`` (the trailing feature dims of an array of rank ``ndim``) with size-1 leading
+    dims, so it broadcasts explicitly (the tests run with ``jax_numpy_rank_promotion``
+    set to raise)."""
+    return jnp.reshape(w, (1,) * (ndim - w.ndim) + w.shape)
+
+
 class Projection(nnx.Module):
     """A linear map ``x[..., *in] @ W[*in, *out] (+ b[*out])`` via einsum.
 
@@ -39,7 +46,6 @@ class Projection(nnx.Module):
         self.lora_a = None
         self.lora_b = None
         self.lora_scale = 0.0
-        self.lora_dropout = 0.0
 
     def __call__(self, x, dtype):
         n_in = len(self.in_shape)
@@ -54,7 +60,7 @@ class Projection(nnx.Module):
             h = jnp.einsum(f"...{xin},{xin}z->...z", x.astype(dtype), a)
             y = y + self.lora_scale * jnp.einsum(f"...z,z{out}->...{out}", h, b)
         if self.bias is not None:
-            y = y + self.bias[...].astype(dtype)
+            y = y + over_leading(self.bias[...].astype(dtype), y.ndim)
         return y
 
 
@@ -66,7 +72,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x, dtype):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
+        return (y * over_leading(self.scale[...].astype(jnp.float32), y.ndim)).astype(dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -81,7 +87,7 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...].astype(jnp.float32)).astype(dtype)
+        return (y * over_leading(self.scale[...].astype(jnp.float32), y.ndim)).astype(dtype)
 
 
 ROPE_SCALINGS = ("none", "llama3")

@@ -19,7 +19,7 @@ learning rate of 1e-6 would vanish in bfloat16.
 Targets (``lora.targets``) are projection names: ``q k v o`` (attention), ``gate up down``
 (LLaDA / Llama MLP), ``fc_in fc_out`` (DiT MLP); any other projection name of the model
 (``head``, ``adaln``, ...) is accepted too. A name that matches no projection is an error
-listing the names that exist. ``lora.dropout`` must be 0 (the paper's setting): the pure
+listing the names that exist. There is no adapter dropout (the paper's setting): the pure
 ``apply`` takes no dropout RNG.
 """
 
@@ -40,9 +40,6 @@ def check_config(lora_cfg) -> None:
     if lora_cfg.rank <= 0:
         raise ValueError(f"lora.rank={lora_cfg.rank}: LoRA needs a positive rank "
                          "(rank 0 means 'no LoRA': do not apply the transform)")
-    if lora_cfg.dropout != 0:
-        raise ValueError(f"lora.dropout={lora_cfg.dropout} is not supported: the pure apply "
-                         "takes no dropout RNG; use 0 (the paper's setting)")
     if lora_cfg.alpha <= 0:
         raise ValueError(f"lora.alpha={lora_cfg.alpha} must be positive")
     if not tuple(lora_cfg.targets):
@@ -110,7 +107,6 @@ def _attach_one(proj: Projection, rank: int, lora_scale: float, key, *, stacked:
     proj.lora_a = nnx.data(nnx.Param(a, logical_axes=lead_axes + in_axes + ("lora_rank",)))
     proj.lora_b = nnx.data(nnx.Param(b, logical_axes=lead_axes + ("lora_rank",) + out_axes))
     proj.lora_scale = lora_scale
-    proj.lora_dropout = 0.0
 
 
 # ---------------------------------------------------------------- params pytrees

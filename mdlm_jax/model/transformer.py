@@ -10,9 +10,16 @@
 
 Layers are stored stacked (a leading ``layers`` axis) and run either with ``lax.scan``
 (``scan_layers``) or unrolled; the params pytree is the same either way.
+
+One forward pass serves the plain logits and block-wise KV-cached decoding (Fast-dLLM's
+prefix / dual caches): given a :class:`KVCache` of the whole canvas, the tokens are a
+window of it at ``start``; every layer writes the window's keys and values into its
+cached ones and the window attends to all of them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,9 +69,9 @@ class Attention(nnx.Module):
                             use_bias=False, **kw)
 
     def __call__(self, x, rope, *, causal, segment_ids, impl, dtype, cache=None):
-        """``(output, (k, v))`` of the window ``x``. With ``cache = (K, V, start)`` the
-        window's keys and values are written into the cached K/V at ``start`` and the
-        window attends to all of them (block-wise KV caching for sampling)."""
+        """``(output, (keys, values))`` of the window ``x``: its own keys and values, or
+        with ``cache = (K, V, start)`` the cached K/V with the window's written at ``start``
+        (the window attends to all of them)."""
         cos, sin = rope
         q = apply_rope(self.q(x, dtype), cos, sin)
         k = apply_rope(self.k(x, dtype), cos, sin)
@@ -78,9 +85,11 @@ class Attention(nnx.Module):
                                                        start, axis=1)
             values = jax.lax.dynamic_update_slice_in_dim(cached_v, v.astype(cached_v.dtype),
                                                          start, axis=1)
+            keys = constrain(keys, ("batch", "length", "kv_heads", "head_dim"))
+            values = constrain(values, ("batch", "length", "kv_heads", "head_dim"))
         out = attention(q, keys, values, causal=causal, segment_ids_BxL=segment_ids,
                         implementation=impl)
-        return self.o(out, dtype), (k, v)
+        return self.o(out, dtype), (keys, values)
 
 
 class Block(nnx.Module):
@@ -104,7 +113,8 @@ class Block(nnx.Module):
             self.down = Projection((f,), (d,), ("mlp",), ("embed",), use_bias=False, **kw)
 
     def __call__(self, x, cond, rope, *, causal, segment_ids, impl, dtype, cache=None):
-        """``(x, (k, v))``: the block's output and its keys / values (see ``Attention``)."""
+        """``(x, (keys, values))``: the block's output and its keys / values (see
+        ``Attention``)."""
         attn_kw = dict(causal=causal, segment_ids=segment_ids, impl=impl, dtype=dtype,
                        cache=cache)
         if self.dit:
@@ -127,6 +137,31 @@ class Block(nnx.Module):
             h = constrain(h, ("batch", "length", "mlp"))
             x = x + self.down(h, dtype).astype(x.dtype)
         return constrain(x, ("batch", "length", "embed")), kv
+
+
+class KVCache(NamedTuple):
+    """Every layer's keys and values (after RoPE) over a whole canvas of ``L`` positions,
+    ``keys`` / ``values`` [layers, B, L, kv heads, K], for block-wise decoding (Fast-dLLM).
+    ``hidden`` [B, L, D]: the last block's output, kept for ``logit_shift`` models (Dream:
+    the logit at a window's first position reads the position before it); None otherwise.
+    """
+
+    keys: jax.Array
+    values: jax.Array
+    hidden: jax.Array | None = None
+
+
+def check_cacheable(cfg, segment_ids_BxL=None, cache=None) -> None:
+    """One-line errors for a KV-cached forward the model cannot run."""
+    if cfg.causal:
+        raise ValueError("the KV-cached forward needs a bidirectional model (model.causal="
+                         "True); decode causal models without sampler.kv_cache")
+    if segment_ids_BxL is not None:
+        raise ValueError("the KV-cached forward takes no segment_ids_BxL: give it canvases "
+                         "of one segment (prompts of one length, no padding)")
+    if cache is not None and cfg.logit_shift and cache.hidden is None:
+        raise ValueError("model.logit_shift=True needs the cache's hidden states: build the "
+                         "cache with the model's prefill")
 
 
 def _stack_logical_axes(module: nnx.Module) -> None:
@@ -167,22 +202,42 @@ class Transformer(nnx.Module):
             self.head = Projection((d,), (v,), ("embed",), ("vocab",), use_bias=dit,
                                    zero_init=dit, **kw)
 
-    def __call__(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
-        x, cond = self.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
-                                    embeds_BxLxD=embeds_BxLxD)
-        return self.output_logits(x, cond)
+    def __call__(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None,
+                 cache=None, start=0):
+        """Logits [B, L, V] (float32). With ``cache`` (a :class:`KVCache` of the whole
+        canvas) the tokens are its window ``[start, start + L)``, and the result is
+        ``(logits of the window, the cache with the window's keys and values written)``."""
+        x, cond, cache = self.final_hidden(tokens_BxL, t_B, segment_ids_BxL=segment_ids_BxL,
+                                           embeds_BxLxD=embeds_BxLxD, cache=cache, start=start)
+        logits = self.output_logits(x, cond)
+        return logits if cache is None else (logits, cache)
 
-    def final_hidden(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None):
-        """``(hidden_BxLxD, cond)``: the last block's output, aligned with the logits (the
-        Dream shift applied), and the DiT's time features (None otherwise);
-        ``output_logits(hidden, cond)`` gives the logits, of any slice of positions."""
+    def empty_cache(self, batch: int, length: int) -> KVCache:
+        """A :class:`KVCache` of zeros for ``batch`` canvases of ``length`` positions."""
         cfg = self.cfg
         dtype = dtype_of(cfg.dtype)
+        kv = jnp.zeros((cfg.n_layers, batch, length, kv_heads(cfg), head_dim(cfg)), dtype)
+        hidden = jnp.zeros((batch, length, cfg.d_model), dtype) if cfg.logit_shift else None
+        return KVCache(kv, kv, hidden)
+
+    def final_hidden(self, tokens_BxL, t_B=None, *, segment_ids_BxL=None, embeds_BxLxD=None,
+                     cache=None, start=0):
+        """``(hidden_BxLxD, cond, cache)``: the last block's output, aligned with the logits
+        (the Dream shift applied), the DiT's time features (None otherwise) and the updated
+        ``cache`` (None without one); ``output_logits(hidden, cond)`` gives the logits, of
+        any slice of positions."""
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        if cache is not None:
+            check_cacheable(cfg, segment_ids_BxL, cache)
         if embeds_BxLxD is None:
             embeds_BxLxD = embed_tokens(self.embed[...], tokens_BxL)
         x = constrain(embeds_BxLxD.astype(dtype), ("batch", "length", "embed"))
-        b, length = x.shape[0], x.shape[1]
+        b, width = x.shape[0], x.shape[1]
+        length = width if cache is None else cache.keys.shape[2]
         rope = rope_tables(length, head_dim(cfg), cfg.rope_theta, cfg)
+        if cache is not None:  # the window's rows of the canvas' tables
+            rope = tuple(jax.lax.dynamic_slice_in_dim(r, start, width, axis=0) for r in rope)
         cond = None
         if cfg.family == "dit":
             if t_B is None or not cfg.time_conditioning:
@@ -192,19 +247,36 @@ class Transformer(nnx.Module):
                   impl=cfg.attention_impl, dtype=dtype)
         graphdef, stacked = nnx.split(self.blocks)
 
-        def layer(x, block_state):
-            return nnx.merge(graphdef, block_state)(x, cond, rope, **kw)[0]
+        def layer(x, xs):  # xs: a layer's block state and its cached (K, V) or None
+            block_state, kv = xs
+            block_cache = None if kv is None else (*kv, start)
+            x, kv = nnx.merge(graphdef, block_state)(x, cond, rope, cache=block_cache, **kw)
+            return x, (None if block_cache is None else kv)
 
         if cfg.remat_policy != "none":
             layer = jax.checkpoint(layer, policy=remat_policy(cfg.remat_policy))
+        layers_kv = None if cache is None else (cache.keys, cache.values)
         if cfg.scan_layers:
-            x, _ = jax.lax.scan(lambda h, s: (layer(h, s), None), x, stacked)
+            x, layers_kv = jax.lax.scan(layer, x, (stacked, layers_kv))
         else:
+            per_layer = []
             for i in range(cfg.n_layers):
-                x = layer(x, jax.tree.map(lambda a, i=i: a[i], stacked))
+                x, kv = layer(x, jax.tree.map(lambda a, i=i: a[i], (stacked, layers_kv)))
+                per_layer.append(kv)
+            if cache is not None:
+                layers_kv = jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
+        if cache is not None:
+            names = ("layers", "batch", "length", "kv_heads", "head_dim")
+            hidden = cache.hidden
+            if cfg.logit_shift:
+                hidden = constrain(jax.lax.dynamic_update_slice_in_dim(
+                    hidden, x.astype(hidden.dtype), start, axis=1), ("batch", "length", "embed"))
+            cache = KVCache(*(constrain(a, names) for a in layers_kv), hidden)
         if cfg.logit_shift:  # position i reads the hidden state of i - 1 (0 keeps its own)
-            x = jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)
-        return x, cond
+            before = x[:, :1] if cache is None else jax.lax.dynamic_slice_in_dim(
+                cache.hidden, jnp.maximum(start - 1, 0), 1, axis=1).astype(x.dtype)
+            x = jnp.concatenate([before, x[:, :-1]], axis=1)
+        return x, cond, cache
 
     def output_logits(self, x, cond=None):
         """The final norm (adaLN-modulated for the DiT) and the output head: float32."""

@@ -14,6 +14,7 @@ import test_hf_fixtures as fx  # noqa: E402
 from mdlm_jax import config_base  # noqa: E402
 from mdlm_jax.checkpoint import hf, hf_io  # noqa: E402
 from mdlm_jax.diffusion import parameterization  # noqa: E402
+from mdlm_jax.param_trees import flatten  # noqa: E402
 
 torch = pytest.importorskip("torch", reason="the HF tests build reference models with torch")
 TOKENS = np.random.RandomState(1).randint(0, fx.V - 4, (2, 12))
@@ -154,7 +155,7 @@ def test_sharded_load_equals_unsharded(dirs, loaded, fam):
     mesh_cfg.shape = (2, 2, 2)
     mesh = make_mesh(mesh_cfg)
     _, sharded, _ = hf.load(dirs[fam], mesh=mesh, rules=config_base.DEFAULT_RULES)
-    flat_s, flat_u = hf_io.flat(sharded), hf_io.flat(loaded[fam][1])
+    flat_s, flat_u = flatten(sharded), flatten(loaded[fam][1])
     assert flat_s.keys() == flat_u.keys()
     for k in flat_u:
         np.testing.assert_array_equal(np.asarray(flat_s[k]), np.asarray(flat_u[k]), err_msg=k)
@@ -178,7 +179,7 @@ def test_round_trip_is_bit_exact(dirs, loaded, tmp_path, fam):
     for k in hf.ARCH_FIELDS:
         assert cfg2[k] == cfg[k], k
     assert (info2.mask_id, info2.eos_id, info2.family) == (info.mask_id, info.eos_id, fam)
-    a, b = hf_io.flat(params), hf_io.flat(params2)
+    a, b = flatten(params), flatten(params2)
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)

@@ -21,10 +21,11 @@ import test_hf_fixtures as fx
 from conftest import REPO, load_config, run_captured
 
 from mdlm_jax import checkpoint as ckpt
-from mdlm_jax import model_loading
+from mdlm_jax import model_loading, sample
 from mdlm_jax.checkpoint import hf
 from mdlm_jax.checkpoint.hf_config import configure_from_directory
 from mdlm_jax.config_base import base_config
+from mdlm_jax.data import tokenizers
 
 FAMILIES = ("llada", "dream", "llama", "qwen2")
 # What a laptop run changes (steps, sizes of the work, float32 and XLA attention on CPU);
@@ -83,7 +84,8 @@ def test_directory_defines_model_ids_and_tokenizer(published, fam, mask, eos, vo
     assert (m.family, m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.mlp_dim) == (
         "llama", fx.D, fx.NL, fx.H, kv, fx.F)
     assert (m.vocab_size, config.diffusion.mask_id) == (vocab, mask)
-    assert (config.loss.mask_agnostic.eos_id, config.sampler.eos_id) == (eos, eos)
+    assert config.data.eos_id == eos
+    assert sample.settings(config).eos_id == eos  # sampler.eos_id -1: the data's EOS
     assert config.data.tokenizer == "hf" and config.data.tokenizer_path == info.tokenizer_file
     assert m.init_from == os.path.abspath(published[fam])
     published_cfg = fx.published_config(fam)
@@ -118,7 +120,7 @@ def test_a_contradicting_override_names_both_values(published):
     path = published["llada"]
     with pytest.raises(ValueError) as e:
         configure_from_directory(base_config(), path, explicit={
-            "model.n_kv_heads": 2, "model.d_model": 4096, "loss.mask_agnostic.eos_id": 126081,
+            "model.n_kv_heads": 2, "model.d_model": 4096, "data.eos_id": 126081,
             "optimizer.learning_rate": 1.0})
     msg = str(e.value)
     assert "--config.model.n_kv_heads=2 but" in msg and "has n_kv_heads=4" in msg
@@ -163,7 +165,7 @@ def test_llada_instruct_recipe_reads_its_data_with_the_directory_tokenizer(publi
         end = np.flatnonzero(ans)[-1]
         assert row[end] == specials["<|eot_id|>"]  # the answer closes its turn
         assert (row[end + 1:] == specials["<|endoftext|>"]).all()  # EOS padding, id 49
-    assert config.loss.mask_agnostic.eos_id == specials["<|endoftext|>"]
+    assert tokenizers.eos_id(config.data) == specials["<|endoftext|>"]
 
 
 def test_quickstart_from_ar_runs_as_shipped(published, tmp_path):
@@ -194,7 +196,7 @@ def test_convert_each_published_directory(published, tmp_path, fam):
     assert stored.diffusion.mask_id == (info.mask_id if info.mask_id is not None else 257)
     assert stored.model.n_kv_heads == info.model_fields["n_kv_heads"]
     if fam != "mdlm":
-        assert stored.data.tokenizer == "hf" and stored.loss.mask_agnostic.eos_id == \
+        assert stored.data.tokenizer == "hf" and stored.data.eos_id == \
             hf.tokenizer(published[fam]).eos_id
     _, params, step = model_loading.load_model(workdir, use_ema=False)
     assert step == 0 and params["embed"].shape == (info.file_vocab, fx.D)

@@ -59,6 +59,11 @@ def test_ar_model_runs_locality_and_refuses_masks(ar_workdir, one_device_mesh, t
     with pytest.raises(ValueError, match="causal \\(AR\\) model"):
         harness.run(suite_config(ar_workdir, "extra_masks"), str(tmp_path / "b"),
                     mesh=one_device_mesh)
+    dots = harness.run(suite_config(ar_workdir, "dot_filler"), str(tmp_path / "c"),
+                       mesh=one_device_mesh)  # the ' .' series only: no mask to place
+    assert {c["series"] for c in dots["conditions"]} == {"masks", "' .' repeated"}
+    assert {c["x"] for c in dots["conditions"] if c["series"] == "masks"} == {0}
+    assert all(c["masks"] == 0 for c in dots["conditions"])
 
 
 def test_killed_sweep_resumes_without_recomputing(mdlm_workdir, one_device_mesh, tmp_path,
@@ -125,6 +130,16 @@ def test_other_run_in_the_same_folder_and_multi_token_letters_are_refused(
     with pytest.raises(ValueError, match="another run \\(seed: 0, now 1\\).*another --workdir"):
         harness.run(suite_config(mdlm_workdir, "extra_masks", mask_counts=(0,), seed=1),
                     str(tmp_path), mesh=one_device_mesh)
+    # the results belong to the checkpoint step they scored; a later step is refused
+    run_json = tmp_path / "context" / "extra_masks" / "run.json"
+    header = json.loads(run_json.read_text())
+    steps = [int(d) for d in os.listdir(os.path.join(mdlm_workdir, "checkpoints")) if d.isdigit()]
+    assert header["step"] == max(steps)
+    run_json.write_text(json.dumps({**header, "step": header["step"] - 1}))
+    with pytest.raises(ValueError, match=f"\\(step: {header['step'] - 1}, now {header['step']}"
+                                         "\\).*mv .*extra_masks"):
+        harness.run(suite_config(mdlm_workdir, "extra_masks", mask_counts=(0,)), str(tmp_path),
+                    mesh=one_device_mesh)
 
     class Merging(CharTokenizer):
         name = "merging"

@@ -100,3 +100,17 @@ def test_unknown_task_and_multi_token_letter_are_one_line_errors():
     with pytest.raises(ValueError, match="'A' after 'Answer:\\[' is not a single token"):
         tasks.letter_ids(Merging())
     assert len(tasks.task_pairs()) == 16
+
+
+def test_held_out_split_is_a_fixed_quarter_of_each_category():
+    held, train = tasks.word_lists("heldout"), tasks.word_lists("train")
+    for c, ws in tasks.WORDS.items():
+        assert set(held[c]) | set(train[c]) == set(ws) and not set(held[c]) & set(train[c])
+        assert len(held[c]) == len(ws) // 4
+    with pytest.raises(ValueError, match="context.words='some'.*all, train, heldout"):
+        tasks.word_lists("some")
+    held_prompt = tasks.build_prompt(0, "fruit", "largest", 4, tasks.Layout(3, 2),
+                                     held)
+    words = [o for piece, kind in zip(held_prompt.pieces, held_prompt.kinds)
+             if kind != "distractor" for o in _options(piece)]
+    assert set(words) <= {w for ws in held.values() for w in ws}

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from mdlm_jax.data import builders, documents, packing, prepare
+from mdlm_jax.data import builders, documents, packing, prepare, registry
 from mdlm_jax.data.builders import data_config
 from mdlm_jax.data.tokenizers import CharTokenizer
 
@@ -71,17 +71,17 @@ def write_corpus(folder, n_txt=6, n_jsonl=4):
 def test_text_files_wrap_records_match_documents(tmp_path):
     files, docs = write_corpus(tmp_path / "src")
     cfg = data_config(name="text_files", files=files, seq_len=8, data_dir=str(tmp_path / "d"))
-    builder, built = builders.prepare(cfg)
+    builder, built = registry.prepare(cfg)
     assert built and builder.builder_config.name.startswith("char_wrap_8_f")
-    train = builders.data_source(cfg, "train")
-    val = builders.data_source(cfg, "validation")
+    train = registry.data_source(cfg, "train")
+    val = registry.data_source(cfg, "validation")
     assert len(val) >= 1
     stream = [t for d in docs[:-1] for t in _chars(d) + [EOS]]
     n = len(stream) // 8
     got = np.stack([train[i]["tokens"] for i in range(len(train))])
     assert got.shape == (n, 8)
     np.testing.assert_array_equal(got.reshape(-1), stream[: n * 8])
-    assert builders.split_sizes(cfg) == {"train": n, "validation": len(val)}
+    assert registry.split_sizes(cfg) == {"train": n, "validation": len(val)}
 
 
 def test_text_files_pad_mode(tmp_path):
@@ -89,8 +89,8 @@ def test_text_files_pad_mode(tmp_path):
     cfg = data_config(
         name="text_files", files=files, seq_len=24, packing="pad", data_dir=str(tmp_path / "d")
     )
-    builders.prepare(cfg)
-    train = builders.data_source(cfg, "train")
+    registry.prepare(cfg)
+    train = registry.data_source(cfg, "train")
     assert len(train) == len(docs) - 1
     for i, doc in enumerate(docs[:-1]):
         rec = train[i]
@@ -108,7 +108,7 @@ def test_missing_dataset_error_names_dir_and_command(tmp_path):
         data_dir=str(tmp_path),
     )
     with pytest.raises(FileNotFoundError) as e:
-        builders.data_source(cfg, "train")
+        registry.data_source(cfg, "train")
     msg = str(e.value)
     assert "python -m mdlm_jax.data.prepare --name openwebtext --files '/data/owt/*.txt'" in msg
     assert "--tokenizer gpt2 --seq_len 1024 --packing wrap" in msg
@@ -120,32 +120,32 @@ def test_failed_build_leaves_nothing_and_prepared_is_not_rebuilt(tmp_path):
     (tmp_path / "src" / "c.jsonl").write_text('{"text": "ok"}\n{"body": "no text"}\n')
     cfg = data_config(name="text_files", files=files, seq_len=8, data_dir=str(tmp_path / "d"))
     with pytest.raises(KeyError, match="text"):
-        builders.prepare(cfg)
-    assert not builders.get_builder(cfg).is_prepared()
+        registry.prepare(cfg)
+    assert not registry.get_builder(cfg).is_prepared()
     root = tmp_path / "d" / "mdlm_text_files"
     leftovers = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     assert leftovers == []
     (tmp_path / "src" / "c.jsonl").unlink()
-    builder, built = builders.prepare(cfg)
+    builder, built = registry.prepare(cfg)
     assert built
     record = next(p for p in builder.data_path.iterdir() if "train" in p.name)
     mtime = os.stat(record).st_mtime_ns
     (tmp_path / "src" / "d.txt").write_text("a new document that must not be picked up")
-    _, built = builders.prepare(cfg)
+    _, built = registry.prepare(cfg)
     assert not built and os.stat(record).st_mtime_ns == mtime
 
 
 def test_config_validation(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="seq_len"):
-        builders.get_builder(data_config(seq_len=1, data_dir=str(tmp_path)))
+        registry.get_builder(data_config(seq_len=1, data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="wrap, pad"):
-        builders.get_builder(data_config(packing="concat", data_dir=str(tmp_path)))
+        registry.get_builder(data_config(packing="concat", data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="embedded, text_files, openwebtext"):
-        builders.get_builder(data_config(name="c4", data_dir=str(tmp_path)))
+        registry.get_builder(data_config(name="c4", data_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="files"):
-        builders.get_builder(data_config(name="text_files", data_dir=str(tmp_path)))
+        registry.get_builder(data_config(name="text_files", data_dir=str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="matches no file"):
-        builders.prepare(
+        registry.prepare(
             data_config(name="text_files", files=str(tmp_path / "x*.txt"), data_dir=str(tmp_path))
         )
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
@@ -161,11 +161,11 @@ def test_embedded_corpus_and_prepare_cli(tmp_path, capsys):
     prepare.main(argv)
     out = capsys.readouterr().out
     assert "built in" in out and str(tmp_path / "mdlm_embedded" / "char_wrap_64") in out
-    sizes = builders.split_sizes(data_config(seq_len=64, data_dir=str(tmp_path)))
+    sizes = registry.split_sizes(data_config(seq_len=64, data_dir=str(tmp_path)))
     total = sum(len(d.encode()) + 1 for d in text) // 64
     assert 0.01 < sizes["validation"] / total < 0.04
     assert sizes["train"] + sizes["validation"] in (total - 1, total)
     with pytest.raises(ValueError, match="validation"):
-        builders.data_source(data_config(seq_len=64, data_dir=str(tmp_path)), "test")
+        registry.data_source(data_config(seq_len=64, data_dir=str(tmp_path)), "test")
     prepare.main(argv)
     assert "already prepared" in capsys.readouterr().out

@@ -3,7 +3,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mdlm_jax.data import builders, pipeline
+from mdlm_jax.data import pipeline, registry
 from mdlm_jax.data.builders import data_config
 
 B = 8
@@ -18,12 +18,12 @@ def cfg(tmp_path):
     cfg = data_config(
         name="text_files", files=str(src / "*.txt"), seq_len=4, data_dir=str(tmp_path / "d")
     )
-    builders.prepare(cfg)
+    registry.prepare(cfg)
     return cfg
 
 
 def _rows(cfg, split="train"):
-    src = builders.data_source(cfg, split)
+    src = registry.data_source(cfg, split)
     return np.stack([src[i]["tokens"] for i in range(len(src))])
 
 
@@ -130,7 +130,7 @@ def test_batch_errors(cfg):
 
 def test_embedded_built_on_first_use(tmp_path):
     cfg = data_config(seq_len=64, data_dir=str(tmp_path))
-    assert not builders.get_builder(cfg).is_prepared()
+    assert not registry.get_builder(cfg).is_prepared()
     batch = next(pipeline.make_iterator(cfg, "train", global_batch_size=4, seed=0))
     assert batch["tokens"].shape == (4 // pipeline.jax.process_count(), 64)
     info = pipeline.dataset_info(cfg)

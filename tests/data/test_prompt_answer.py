@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mdlm_jax.data import pipeline
+from mdlm_jax.data import pipeline, registry
 from mdlm_jax.data import prompt_answer as pa
 from mdlm_jax.data.builders import data_config
 from mdlm_jax.data.tokenizers import CharTokenizer
@@ -112,4 +112,4 @@ def test_builder_reports_the_bad_line(tmp_path):
     cfg = data_config(name="prompt_answer", files=str(f), seq_len=16,
                       data_dir=str(tmp_path / "tfds"))
     with pytest.raises(Exception, match="longer than the context.*bad.jsonl:2"):
-        pa.load_builder(cfg)
+        registry.load_builder(cfg)

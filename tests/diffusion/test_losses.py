@@ -295,7 +295,7 @@ def test_chunked_output_head_equals_the_plain_loss_and_gradients(family, term, o
         c.model = mcfg
         c.loss.terms = {term: 1.0}
         c.loss.logits_chunk = chunk
-        c.loss.mask_agnostic.eos_id, c.loss.mask_agnostic.max_masks = 18, 6
+        c.data.eos_id, c.loss.mask_agnostic.max_masks = 18, 6
         c.loss.mask_agnostic.pretrain_answer_len = 8
 
         def loss(p, c=c):
@@ -349,3 +349,31 @@ def test_prompt_answer_data_is_normalised_per_sequence_by_its_answer_length():
     want = float(jnp.mean(per_seq / jnp.asarray([2.0, 10.0])))
     assert float(loss) == pytest.approx(want, rel=1e-5)
     assert float(loss) != pytest.approx(float(jnp.sum(per_seq) / 12.0), rel=1e-3)
+
+
+
+def test_masks_given_as_input_are_seen_but_never_scored():
+    """The context_tasks corpus stores extra masks as data at valid=False positions: the
+    model sees them, the forward process leaves them, and the NELBO does not score them
+    (under SUBS a mask target would cost infinitely many nats)."""
+    cfg = diffusion_config()
+    seen = {}
+
+    def model(p, x, t=None, **kw):
+        seen["x"] = x
+        return jnp.zeros(x.shape + (V,), jnp.float32)
+
+    x0 = jax.random.randint(jax.random.key(0), (4, 16), 0, V - 1).at[:, 12:].set(MASK)
+    valid = jnp.ones((4, 16), bool).at[:, 12:].set(False)
+    loss, m = losses.nelbo(model, {}, {"tokens": x0, "valid": valid}, jax.random.key(1), cfg)
+    assert np.all(np.asarray(seen["x"])[:, 12:] == MASK)
+    assert float(m["tokens"]) == 4 * 12 and np.isfinite(float(loss))
+    sched = schedules.get("linear")
+    x0 = jnp.array([[1, 2, MASK, MASK]])
+    xt = jnp.array([[MASK, 2, MASK, MASK]])
+    nll = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    t = jnp.array([0.5])
+    w = float(sched.weight(t)[0])
+    given = losses.nelbo_sums(nll, xt, t, sched, MASK, x0_BxL=x0)
+    assert float(given[0]) == pytest.approx(w * 1.0)
+    assert float(losses.nelbo_sums(nll, xt, t, sched, MASK)[0]) == pytest.approx(w * 8.0)

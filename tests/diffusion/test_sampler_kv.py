@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 from mdlm_jax import model  # noqa: E402
 from mdlm_jax.config_base import base_config  # noqa: E402
-from mdlm_jax.diffusion import kv_cache, losses, sampler  # noqa: E402
+from mdlm_jax.diffusion import losses, sampler  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. "
 ALPHABET = sorted(set(TEXT))
@@ -75,26 +75,26 @@ def trained():
 
 
 def test_cached_forward_is_the_model(trained):
+    """The sampler's windows (dual: the block; prefix: block and suffix) through the
+    model's cached forward give the uncached logits on a fresh cache."""
     c, apply, params = trained
     tokens = jnp.asarray([encode(TEXT[:L]), encode(TEXT[5:5 + L])])
     tokens = tokens.at[:, 20:].set(MASK)
     ref = apply(params, tokens)
     start = 16
-    dual = kv_cache.BlockCache(c.model, "dual", 8)
-    prefix = kv_cache.BlockCache(c.model, "prefix", 8)
 
     @jax.jit
     def both(params, tokens):
-        full, cache = dual.full(params, tokens)
-        stale = jnp.zeros_like(full)
-        return (full, dual.window(params, tokens, cache, stale, start),
-                prefix.window(params, tokens, cache, stale, start))
+        full, cache = apply.cached.prefill(params, tokens)
+        window = apply.cached.window
+        return (full, window(params, tokens[:, start:start + 8], cache, start),
+                window(params, tokens[:, start:], cache, start))
 
     full, got_dual, got_prefix = both(params, tokens)
     np.testing.assert_allclose(full, ref, atol=2e-5)
     for got, stop in ((got_dual, start + 8), (got_prefix, L)):
-        np.testing.assert_allclose(got[:, start:stop], ref[:, start:stop], atol=2e-5)
-        assert not np.any(np.asarray(got[:, :start])), "rows before the window are stale"
+        assert got.shape == (2, stop - start, V)
+        np.testing.assert_allclose(got, ref[:, start:stop], atol=2e-5)
 
 
 _SAMPLES = {}
@@ -106,7 +106,7 @@ def sample(c, apply, params, strategy, mode):
         canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 4)
         canvas = canvas.at[1:, :8].set(jnp.asarray(
             [encode(TEXT[i:i + 8]) for i in (3, 11, 20)]))
-        fn = sampler.make_sample_fn(apply, s, gen_start=start, model_cfg=c.model)
+        fn = sampler.make_sample_fn(apply, s, gen_start=start, cached=apply.cached)
         _SAMPLES[strategy, mode] = jax.device_get(fn(params, canvas, jax.random.key(0)))
     return _SAMPLES[strategy, mode]
 
@@ -128,11 +128,13 @@ def test_kv_cache_stays_close_to_the_uncached_sampler(trained, strategy, mode):
     assert agreement >= 0.70, (strategy, mode, agreement)
 
 
-def test_kv_cache_refuses_other_families():
-    c = config()
-    c.model.family = "dit"
-    with pytest.raises(ValueError, match="sampler.kv_cache"):
-        kv_cache.BlockCache(c.model, "dual", 8)
+def test_kv_cache_needs_the_models_cached_forward(trained):
+    c, apply, params = trained
+    s = sampler.Settings.from_config(c, strategy="confidence", kv_cache="dual")
+    canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 2)
+    with pytest.raises(ValueError, match=r"sampler.kv_cache='dual' needs the model's cached "
+                                         r"forward: pass cached=apply.cached"):
+        sampler.generate(apply, params, canvas, jax.random.key(0), s, gen_start=start)
 
 
 def test_published_call_count_adds_one_per_block_decoded_by_its_first_call(trained):
@@ -141,7 +143,32 @@ def test_published_call_count_adds_one_per_block_decoded_by_its_first_call(train
     c, apply, params = trained
     s = sampler.Settings.from_config(c, strategy="threshold", kv_cache="dual", threshold=1e-9)
     canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 2)
-    fn = sampler.make_sample_fn(apply, s, gen_start=start, model_cfg=c.model)
+    fn = sampler.make_sample_fn(apply, s, gen_start=start, cached=apply.cached)
     out = jax.device_get(fn(params, canvas, jax.random.key(0)))
     assert int(out["model_calls"]) == s.num_blocks == int(out["first_call_blocks"])
     assert sampler.reference_model_calls(out, s) == 2 * s.num_blocks
+
+
+def test_kv_cache_samples_alike_on_one_and_eight_devices(trained):
+    """The cached sampler on a (4, 1, 2) mesh (batch over data, heads over tensor, the
+    cache sharded as the activations) decodes the tokens of one device."""
+    if jax.device_count() < 8:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    from mdlm_jax.parallel import mesh as mesh_lib
+    from mdlm_jax.parallel import sharding
+
+    c, apply, params = trained
+    one = sample(c, apply, params, "confidence", "dual")
+    c = c.copy_and_resolve_references()
+    c.mesh.shape = (4, 1, 2)
+    mesh = mesh_lib.make_mesh(c.mesh)
+    _, shapes, axes = model.abstract(c.model)
+    shard = sharding.param_shardings(axes, shapes, c.mesh.rules, mesh)
+    s = sampler.Settings.from_config(c, strategy="confidence", kv_cache="dual", threshold=0.7)
+    canvas, start = sampler.build_canvas(encode(TEXT[:8]), s, 4)
+    canvas = canvas.at[1:, :8].set(jnp.asarray([encode(TEXT[i:i + 8]) for i in (3, 11, 20)]))
+    fn = sampler.make_sample_fn(apply, s, gen_start=start, mesh=mesh, param_shardings=shard,
+                                rules=c.mesh.rules, cached=apply.cached)
+    many = jax.device_get(fn(jax.device_put(params, shard), canvas, jax.random.key(0)))
+    np.testing.assert_array_equal(one["tokens"], many["tokens"])
+    assert int(one["model_calls"]) == int(many["model_calls"])

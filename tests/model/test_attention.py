@@ -27,7 +27,7 @@ def test_splash_equals_xla_causal_with_gradients():
     q, k, v = qkv()
 
     def loss(fn, q):
-        return jnp.sum(fn(q) * jnp.cos(jnp.arange(q.shape[-1])))
+        return jnp.sum(fn(q) * jnp.cos(jnp.arange(q.shape[-1]))[None, None, None, :])
 
     splash = lambda q: layers.splash_attention(q, k, v, causal=True, segment_ids_BxL=None,
                                                interpret=True)

@@ -10,6 +10,7 @@ from mdlm_jax import train
 from mdlm_jax.config_base import DEFAULT_RULES
 from mdlm_jax.parallel import mesh as mesh_lib
 from mdlm_jax.parallel import sharding
+from mdlm_jax.param_trees import flatten
 from mdlm_jax.train_state import TrainPlan
 
 
@@ -69,12 +70,10 @@ def test_one_step_on_one_device_equals_eight_device_mesh(one_step_results):
         np.testing.assert_allclose(m_b["grad_norm"], m_a["grad_norm"], rtol=1e-4)
     assert int(s1["step"]) == int(s8["step"]) == 2
     moved = 0
-    for path, a in jax.tree_util.tree_flatten_with_path(s1["params"])[0]:
-        b = jax.tree_util.tree_flatten_with_path(s8["params"])[0]
-        b = dict(b)[path]
-        init = dict(jax.tree_util.tree_flatten_with_path(params0)[0])[path]
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-6,
-                                   err_msg=f"params{jax.tree_util.keystr(path)} differ")
+    flat8, flat0 = flatten(s8["params"]), flatten(params0)
+    for path, a in flatten(s1["params"]).items():
+        b, init = flat8[path], flat0[path]
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=2e-6, err_msg=f"params/{path} differ")
         moved += int(not np.allclose(a, init))
     assert moved > 10, "the step left the parameters (almost) unchanged: nothing was compared"
 
