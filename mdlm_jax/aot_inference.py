@@ -140,13 +140,14 @@ def lower_sampler(config, mesh, prompt_length: int = 0, **settings):
     """``(lowered, settings, batch)``: the ``sample`` command's sharded sampler for abstract
     inputs (``settings`` override ``sampler.Settings`` fields)."""
     from mdlm_jax.diffusion import sampler
+    from mdlm_jax.sample import settings as sample_settings
 
-    s = sampler.Settings.from_config(config, **settings)
+    s = sample_settings(config, **settings)
     s.validate(prompt_length)
     apply, params, shardings = abstract_params(config.model, config.mesh.rules, mesh)
     fn = sampler.make_sample_fn(apply, s, gen_start=prompt_length, mesh=mesh,
                                 param_shardings=shardings, rules=config.mesh.rules,
-                                model_cfg=config.model)
+                                cached=getattr(apply, "cached", None))
     batch = mesh_lib.padded_batch_size(config.sampler.batch_size, mesh)
     canvas = _rows(batch, prompt_length + s.gen_length + s.extra_masks, mesh)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)

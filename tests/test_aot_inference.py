@@ -39,7 +39,7 @@ def test_the_lowered_sampler_is_the_one_the_sample_command_runs(tiny_config):
     canvas, _ = sampler.build_canvas([], s, batch)
     key = jax.random.key(3)
     fn = sampler.make_sample_fn(apply, s, gen_start=0, mesh=mesh, param_shardings=shardings,
-                                rules=config.mesh.rules, model_cfg=config.model)
+                                rules=config.mesh.rules, cached=apply.cached)
     with jax.set_mesh(mesh):
         aot_out = lowered.compile()(params, jax.device_put(canvas,
                                                            mesh_lib.batch_sharding(mesh)), key)
