@@ -32,12 +32,15 @@ def get_config(arg=None):
     c.data.tokenizer = "char"
     c.data.seq_len = 32
     c.data.global_batch_size = 128
-    c.optimizer.learning_rate = 3e-3
+    c.optimizer.learning_rate = 6e-3
     c.optimizer.warmup_steps = 20
+    c.optimizer.decay = "linear"  # to 0 at the last step: a short run ends at its lowest LR
+    c.optimizer.min_lr_ratio = 0.0
+    c.optimizer.b2 = 0.95
     c.optimizer.ema_decay = 0.0
     c.train.num_steps = 400
     c.train.log_every = 10
-    c.checkpoint.every_steps = 100
+    c.checkpoint.every_steps = 200  # and at the end
     c.eval.batch_size = 32
     c.eval.num_batches = 16  # 16 x 32 x 32 = 16,384 validation characters
     c.sampler.gen_length = 128
