@@ -14,8 +14,9 @@ Reported per run: steps, wall time, the process's CPU time (user + sys; on a mac
 shared with other jobs the CPU time is the steadier figure), the phases read off
 ``metrics.jsonl`` timestamps (start-up and compile before the first logged step, training,
 eval, sampling), the 1-minute load average before and after, the final train loss, the
-validation bits per token (= bits per character: the quickstart's tokens are bytes) and
-the first line of each strategy's sample. ``--json`` appends one JSON object per run.
+validation bits per token and bits per character (``evaluate``: total nats over the
+characters the scored tokens spell; equal on byte tokens of ASCII text) and the first
+line of each strategy's sample. ``--json`` appends one JSON object per run.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ _COSINE = {"optimizer.learning_rate": "3e-3", "optimizer.decay": "cosine",
            "optimizer.min_lr_ratio": "0.1", "optimizer.b2": "0.999"}
 _LINEAR_TO_0 = {"optimizer.learning_rate": "6e-3", "optimizer.decay": "linear",
                 "optimizer.min_lr_ratio": "0.0", "optimizer.b2": "0.95"}
+_BPE2048 = {"data.tokenizer": "kjv_bpe", "data.tokenizer_path": "",
+            "model.vocab_size": "2049", "diffusion.mask_id": "2048"}
+_BPE1024 = {"data.tokenizer": "hf", "data.tokenizer_path": "/tmp/kjv_bpe1024.json",
+            "model.vocab_size": "1025", "diffusion.mask_id": "1024"}
 
 
 def _recipe(*parts: dict, **changes: str) -> tuple[str, ...]:
@@ -70,6 +75,17 @@ CANDIDATES = {
     "2L_B64x1600": _recipe(_LLAMA_L32, _LINEAR_TO_0, model__n_layers="2",
                            data__global_batch_size="64", train__num_steps="1600",
                            train__log_every="20"),
+    # third round: the same model and schedule on the kjv_bpe tokens (2048 ids, 3.8
+    # characters per token), 32 tokens per sequence
+    "BPE2048_L32_B128": _recipe(_LLAMA_L32, _COSINE, _BPE2048),
+    # 1024 ids (3.25 characters per token): python -m mdlm_jax.data.make_corpus --bpe
+    # --vocab 1024 --out /tmp/kjv_bpe1024.json first
+    "BPE1024_L32_B128": _recipe(_LLAMA_L32, _COSINE, _BPE1024),
+    # half the steps on 2048 ids
+    "BPE2048_L32_B128x200": _recipe(_LLAMA_L32, _COSINE, _BPE2048, train__num_steps="200"),
+    # longer sequences, half the batch: the same tokens per step
+    "BPE2048_L64_B64": _recipe(_LLAMA_L32, _COSINE, _BPE2048, data__seq_len="64",
+                               data__global_batch_size="64", eval__batch_size="16"),
 }
 
 
@@ -102,7 +118,8 @@ def run_candidate(name: str, overrides: list[str], workdir: str) -> dict:
         "sample_s": round(t1 - ev["time"], 1),
         "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
         "final_loss": round(train[-1]["loss"], 4),
-        "bits_per_char": round(ev["bits_per_token"], 4), "samples": samples,
+        "bits_per_token": round(ev["bits_per_token"], 4),
+        "bits_per_char": round(ev["bits_per_character"], 4), "samples": samples,
     }
 
 
