@@ -20,21 +20,22 @@ runs on longer sequences than it was trained on: the samples are 128 characters,
 """
 
 from mdlm_jax.config_base import base_config, lock, parse_arg, shrink_for_smoke
+from mdlm_jax.data.tokenizers import KJV_BPE_VOCAB
 
 
 def get_config(arg=None):
     c = base_config()
     c.model.family = "llama"
     c.model.time_conditioning = False
-    c.model.vocab_size = 258  # 256 bytes + EOS + mask
+    c.model.vocab_size = KJV_BPE_VOCAB + 1  # the kjv_bpe ids (EOS = 0) + the mask
     c.model.d_model = 128
     c.model.n_layers = 4
     c.model.n_heads = 4
     c.model.mlp_dim = 384  # SwiGLU: 3 x 128 x 384 weights per layer
     c.model.max_length = 256
-    c.diffusion.mask_id = 257
+    c.diffusion.mask_id = KJV_BPE_VOCAB
     c.data.name = "embedded"
-    c.data.tokenizer = "char"
+    c.data.tokenizer = "kjv_bpe"
     c.data.seq_len = 32
     c.data.global_batch_size = 128
     c.optimizer.learning_rate = 3e-3
@@ -44,7 +45,7 @@ def get_config(arg=None):
     c.train.log_every = 10
     c.checkpoint.every_steps = 100
     c.eval.batch_size = 32
-    c.eval.num_batches = 16  # 16 x 32 x 32 = 16,384 validation characters
+    c.eval.num_batches = 16  # 16 x 32 x 32 = 16,384 validation tokens
     c.sampler.gen_length = 128
     c.sampler.block_length = 32
     c.sampler.steps = 64
