@@ -48,10 +48,9 @@ _COSINE = {"optimizer.learning_rate": "3e-3", "optimizer.decay": "cosine",
            "optimizer.min_lr_ratio": "0.1", "optimizer.b2": "0.999"}
 _LINEAR_TO_0 = {"optimizer.learning_rate": "6e-3", "optimizer.decay": "linear",
                 "optimizer.min_lr_ratio": "0.0", "optimizer.b2": "0.95"}
-_BPE2048 = {"data.tokenizer": "kjv_bpe", "data.tokenizer_path": "",
-            "model.vocab_size": "2049", "diffusion.mask_id": "2048"}
-_BPE1024 = {"data.tokenizer": "hf", "data.tokenizer_path": "/tmp/kjv_bpe1024.json",
-            "model.vocab_size": "1025", "diffusion.mask_id": "1024"}
+_CHAR = {"data.tokenizer": "char", "model.vocab_size": "258", "diffusion.mask_id": "257"}
+_BPE2048 = {"data.tokenizer": "kjv_bpe", "model.vocab_size": "2049",
+            "diffusion.mask_id": "2048"}
 
 
 def _recipe(*parts: dict, **changes: str) -> tuple[str, ...]:
@@ -62,25 +61,22 @@ def _recipe(*parts: dict, **changes: str) -> tuple[str, ...]:
 
 CANDIDATES = {
     # the recipe of 3d26bea: 4 x 128 llama, 128 x 32 characters, LR 3e-3 cosine to 3e-4
-    "L32_B128_cos": _recipe(_LLAMA_L32, _COSINE),
-    # LR 6e-3 decaying linearly to 0, Adam b2 0.95 (the chosen recipe)
-    "L32_B128_lin0": _recipe(_LLAMA_L32, _LINEAR_TO_0),
+    "L32_B128_cos": _recipe(_LLAMA_L32, _COSINE, _CHAR),
+    # LR 6e-3 decaying linearly to 0, Adam b2 0.95
+    "L32_B128_lin0": _recipe(_LLAMA_L32, _LINEAR_TO_0, _CHAR),
     # the same tokens in twice the steps of half the batch
-    "B64x800": _recipe(_LLAMA_L32, _LINEAR_TO_0, data__global_batch_size="64",
+    "B64x800": _recipe(_LLAMA_L32, _LINEAR_TO_0, _CHAR, data__global_batch_size="64",
                        train__num_steps="800"),
     # half the depth (half the cost per token), twice the steps
-    "2L_x800": _recipe(_LLAMA_L32, _LINEAR_TO_0, model__n_layers="2",
+    "2L_x800": _recipe(_LLAMA_L32, _LINEAR_TO_0, _CHAR, model__n_layers="2",
                        train__num_steps="800"),
     # both: a quarter of the model cost per step, four times the steps
-    "2L_B64x1600": _recipe(_LLAMA_L32, _LINEAR_TO_0, model__n_layers="2",
+    "2L_B64x1600": _recipe(_LLAMA_L32, _LINEAR_TO_0, _CHAR, model__n_layers="2",
                            data__global_batch_size="64", train__num_steps="1600",
                            train__log_every="20"),
     # third round: the same model and schedule on the kjv_bpe tokens (2048 ids, 3.8
     # characters per token), 32 tokens per sequence
     "BPE2048_L32_B128": _recipe(_LLAMA_L32, _COSINE, _BPE2048),
-    # 1024 ids (3.25 characters per token): python -m mdlm_jax.data.make_corpus --bpe
-    # --vocab 1024 --out /tmp/kjv_bpe1024.json first
-    "BPE1024_L32_B128": _recipe(_LLAMA_L32, _COSINE, _BPE1024),
     # half the steps on 2048 ids
     "BPE2048_L32_B128x200": _recipe(_LLAMA_L32, _COSINE, _BPE2048, train__num_steps="200"),
     # longer sequences, half the batch: the same tokens per step

@@ -51,9 +51,9 @@ def test_candidate_is_a_valid_config(name):
     validate_config(_apply(load_config("quickstart"), overrides))
 
 
-def test_shipped_recipe_is_the_cosine_candidate():
+def test_shipped_recipe_is_the_bpe_candidate():
     shipped = load_config("quickstart")
-    candidate = _apply(load_config("quickstart"), CANDIDATES["L32_B128_cos"])
+    candidate = _apply(load_config("quickstart"), CANDIDATES["BPE2048_L32_B128"])
     assert candidate.to_dict() == shipped.to_dict()
-    different = _apply(load_config("quickstart"), CANDIDATES["B64x800"])
+    different = _apply(load_config("quickstart"), CANDIDATES["L32_B128_cos"])
     assert different.to_dict() != shipped.to_dict()
