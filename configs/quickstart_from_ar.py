@@ -12,7 +12,8 @@ directory (Llama / Qwen2 layout), e.g. a quickstart AR baseline exported with
 The directory is the truth: model shape, mask id, EOS id and tokenizer come from it when
 the command starts (``checkpoint.hf_config.configure_from_directory``, adapting the causal
 model since the loss is the diffusion NELBO): with no spare id in the vocabulary a mask row
-is appended (257 for the byte-level quickstart vocabulary of 256 bytes + EOS). This file
+is appended (257 for a byte-level vocabulary of 256 bytes + EOS: unlike the quickstart,
+which is on ``kjv_bpe`` tokens, this recipe stays on the char tokenizer). This file
 states only the recipe: optimizer, schedule, data and sequence length. Without an argument
 the config describes a quickstart-sized model so it can be inspected and built on its own.
 """
@@ -33,6 +34,7 @@ def get_config(arg=None):
     m.n_kv_heads = 0
     m.mlp_dim = 4 * m.d_model
     c.diffusion.mask_id = 257
+    c.data.tokenizer = "char"  # the byte-level AR baselines this recipe adapts
     c.optimizer.learning_rate = 3e-4
     c.optimizer.warmup_steps = 20
     c.train.num_steps = 300

@@ -1,10 +1,10 @@
 """Mask-agnostic fine-tuning of the quickstart model on CPU in a few minutes.
 
-Restores the quickstart MDLM (``configs/quickstart.py``: llama family, char tokenizer,
-vocab 258, mask id 257) from its workdir and trains LoRA adapters (rank 8 on q, k, v, o,
+Restores the quickstart MDLM (``configs/quickstart.py``: llama family, kjv_bpe tokenizer,
+vocab 2049, mask id 2048) from its workdir and trains LoRA adapters (rank 8 on q, k, v, o,
 gate, up, down) with the mask-agnostic term (CE + TV, PAPER.md section 5) on the generated
 three-option multiple-choice set (``data.files='embedded'``: word tasks and smallest /
-largest number distractors, answers 'A' / 'B' / 'C'), 256 characters of context, up to 64
+largest number distractors, answers 'A' / 'B' / 'C'), 256 tokens of context, up to 64
 appended masks (curriculum from 4 over 100 steps)::
 
     python -m mdlm_jax.main train --config configs/quickstart.py --workdir runs/quickstart
@@ -55,7 +55,7 @@ def get_config(arg=None):
     da = c.data
     da.name = "prompt_answer"
     da.files = "embedded"
-    da.tokenizer = "char"
+    da.tokenizer = "kjv_bpe"
     da.chat_template = ""
     da.seq_len = 256
     da.global_batch_size = 16

@@ -99,7 +99,7 @@ def base_config() -> mlc.ConfigDict:
     da.name = "embedded"  # embedded | text_files | openwebtext | prompt_answer | context_tasks
     da.data_dir = ""  # TFDS data_dir ('' : $TFDS_DATA_DIR or ~/tensorflow_datasets)
     da.files = ""  # glob of local files for text_files / prompt_answer
-    da.tokenizer = "char"  # char | gpt2 | hf
+    da.tokenizer = "char"  # char | gpt2 | kjv_bpe | hf
     da.tokenizer_path = ""  # gpt2: folder with encoder.json + vocab.bpe; hf: tokenizer.json
     da.chat_template = ""  # prompt_answer: name of a chat template ('' : none)
     da.eos_id = -1  # EOS / padding id: -1 reads it from the tokenizer (tokenizers.eos_id);

