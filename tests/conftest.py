@@ -58,6 +58,8 @@ def make_tiny_config(**overrides):
     m.family = "dit"  # the tests name DiT projections (fc_in, fc_out)
     m.d_model, m.n_layers, m.n_heads, m.mlp_dim = 32, 2, 2, 64
     m.cond_dim, m.max_length = 32, 64
+    # byte tokens (the quickstart ships a 2048-id BPE): small heads, one character per token
+    c.data.tokenizer, m.vocab_size, c.diffusion.mask_id = "char", 258, 257
     c.data.seq_len, c.data.global_batch_size = 32, 8
     c.optimizer.learning_rate, c.optimizer.warmup_steps = 3e-3, 5
     c.optimizer.ema_decay = 0.0
