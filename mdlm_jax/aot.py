@@ -293,8 +293,25 @@ def memory_lines(memory, required, capacity) -> list[str]:
             f"  total {gib(m.total)} of {gib(capacity)} per chip"]
 
 
+class Verdict:
+    """What a compile report derives from its fields ``memory``, ``capacity``, ``xla_flops``
+    (per chip), ``n_devices`` and ``analytic_flops`` (all chips): the fit and the FLOPs ratio."""
+
+    @property
+    def fits(self) -> bool:
+        return self.memory is not None and (self.capacity is None
+                                            or self.memory.total <= self.capacity)
+
+    @property
+    def flops_ratio(self) -> float | None:
+        """XLA / analytic FLOPs (remat recomputation is in XLA's count only)."""
+        if self.xla_flops is None:
+            return None
+        return self.xla_flops * self.n_devices / self.analytic_flops
+
+
 @dataclasses.dataclass
-class Report:
+class Report(Verdict):
     config_name: str
     device_kind: str
     n_devices: int
@@ -311,18 +328,6 @@ class Report:
     largest_micro_batch: int | None
     search_exact: bool
     compile_s: float
-
-    @property
-    def fits(self) -> bool:
-        return self.memory is not None and (self.capacity is None
-                                            or self.memory.total <= self.capacity)
-
-    @property
-    def flops_ratio(self) -> float | None:
-        """XLA / analytic FLOPs (remat recomputation is in XLA's count only)."""
-        if self.xla_flops is None:
-            return None
-        return self.xla_flops * self.n_devices / self.analytic_flops
 
     @property
     def expected_ratio(self) -> float | None:

@@ -44,7 +44,7 @@ PASSES = {"sample": 1, "score": 1, "attribution": 3}
 
 
 @dataclasses.dataclass
-class ProgramReport:
+class ProgramReport(aot.Verdict):
     """One compiled inference program on one target."""
 
     program: str  # "sample" | "context score" | "context attribution"
@@ -63,17 +63,6 @@ class ProgramReport:
     compile_s: float
     batch_key: str
     notes: tuple[str, ...] = ()
-
-    @property
-    def fits(self) -> bool:
-        return self.memory is not None and (self.capacity is None
-                                            or self.memory.total <= self.capacity)
-
-    @property
-    def flops_ratio(self) -> float | None:
-        if self.xla_flops is None:
-            return None
-        return self.xla_flops * self.n_devices / self.analytic_flops
 
     def fix(self) -> str:
         return (f"fix: fewer rows per call (--config.{self.batch_key}) or the weights over "
