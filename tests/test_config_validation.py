@@ -89,6 +89,8 @@ CATALOGUE = [
     (QS, {"sampler.mask_in_softmax": "maybe"}, r"sampler.mask_in_softmax='maybe' is unknown"),
     (QS, {"sampler.eos_id": -2}, r"sampler.eos_id=-2"),
     (QS, {"data.eos_id": 5}, r"data.eos_id=5 differs from the tokenizer's EOS id 0; drop"),
+    (QS, {"data.tokenizer": "gpt2"},
+     r"the 'gpt2' tokenizer emits 50257 ids but model.vocab_size=2049; raise"),
     # fine-tuning every weight is a choice
     (MA, {"lora.rank": 0},
      r"starts from runs/quickstart with lora.rank=0, which trains every weight: set "

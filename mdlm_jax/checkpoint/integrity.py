@@ -17,6 +17,7 @@ PARAM_LAYOUT_KEYS = (
     "model.n_kv_heads", "model.head_dim", "model.mlp_dim", "model.qkv_bias",
     "model.time_conditioning", "model.cond_dim", "model.tie_embeddings",
     "lora.rank", "lora.targets",
+    "data.tokenizer",  # the weights were trained on its ids: another tokenizer scores nonsense
 )
 STATE_LAYOUT_KEYS = PARAM_LAYOUT_KEYS + (
     "optimizer.ema_decay", "optimizer.grad_clip", "data.num_workers")
